@@ -1,0 +1,37 @@
+"""The `tnstore` command. Every subcommand is a thin shell over a library function.
+
+Problems a user can fix (TnstoreError) end as one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+
+import tnstore  # noqa: F401  (sets OMP_WAIT_POLICY before torch is imported anywhere)
+import typer
+
+from tnstore.cli import capture_cmd, detect_cmd, query_cmd, stats_cmd
+from tnstore.errors import TnstoreError
+
+app = typer.Typer(
+    name="tnstore",
+    help="Activation store with SQL analytics for the Transfer Neurons Hypothesis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+capture_cmd.register(app)
+query_cmd.register(app)
+detect_cmd.register(app)
+stats_cmd.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except TnstoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

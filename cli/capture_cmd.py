@@ -1,0 +1,53 @@
+"""`tnstore capture` and `tnstore demo`."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tnstore.errors import TnstoreError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("capture")(capture)
+    app.command("demo")(demo)
+
+
+def capture(
+    store: Path = typer.Option(..., "--store", help="Store directory (created if missing, appended to otherwise)."),
+    corpus: Path = typer.Option(..., "--corpus", help="JSONL, CSV or Parquet corpus."),
+    model: str = typer.Option("gemma-3-270m", "--model", help="gemma-3-270m, smollm2-135m, tiny-<family>, a .gguf, a folder or an HF id."),
+    split: str = typer.Option("train", "--split", help="Split label stored with every sentence."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="parallel | nonparallel | mono (default: from the file's shape)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Capture only the first N records, in file order."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 | bfloat16 | float16."),
+    storage_dtype: str = typer.Option("float16", "--storage-dtype", help="Stored dtype: float16 | float32."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run the model once over a corpus and write last-token activations into the store."""
+    from tnstore.capture.api import capture_corpus
+
+    summary = capture_corpus(
+        store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
+        device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet,
+        command=shlex.join(["tnstore"] + sys.argv[1:]),
+    )
+    typer.echo(summary)
+
+
+def demo(
+    store: Path = typer.Option(Path("demo-store"), "--store", help="Where the demo store goes."),
+    model: str = typer.Option("gemma-3-270m", "--model"),
+) -> None:
+    """The main job on the built-in default: capture the demo corpus with Gemma-3-270M, then query the store."""
+    from tnstore.analysis.demo import run_demo
+
+    if not isinstance(store, Path):
+        raise TnstoreError("--store must be a path")
+    run_demo(store, model, echo=typer.echo)

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random models captured into throwaway stores (float32 storage, so kernels can be
+checked tightly against slow reference implementations)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TATOEBA = SHARED / "data" / "tatoeba"
+MKQA = SHARED / "data" / "mkqa" / "mkqa.queries.parallel.jsonl"
+
+
+def capture_into(store: Path, corpus: Path, model: str, limit: int | None = None, split: str = "train",
+                 storage_dtype: str = "float32", kind: str | None = None, batch_size: int = 8) -> Path:
+    from tnstore.capture.api import capture_corpus
+
+    capture_corpus(store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit,
+                   batch_size=batch_size, device="cpu", storage_dtype=storage_dtype, progress=False,
+                   block_rows=64)
+    return store
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not TATOEBA.is_dir():
+        pytest.fail(f"the shared data folder {SHARED} is missing; tests need ../shared next to the repo")
+    return SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_store_factory(tmp_path_factory, shared_data):
+    """factory(model, langs=('ja',), limit=40) -> a float32 store with en-L2 train pairs of each language."""
+    cache: dict[tuple, Path] = {}
+
+    def make(model: str = "tiny-llama", langs: tuple[str, ...] = ("ja",), limit: int = 40) -> Path:
+        key = (model, langs, limit)
+        if key not in cache:
+            store = tmp_path_factory.mktemp(f"store-{model}") / "store"
+            for lang in langs:
+                capture_into(store, TATOEBA / f"en-{lang}.parallel.train.jsonl", model, limit=limit)
+            cache[key] = store
+        return cache[key]
+
+    return make

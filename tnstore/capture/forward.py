@@ -1,0 +1,117 @@
+"""One batched forward pass that returns every captured quantity at each sentence's last real token.
+
+Batches are right-padded: with a causal mask, padding after the last real token cannot change it, and the real
+tokens keep positions 0..n-1 (left padding would shift them unless position ids are rebuilt).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from tnstore.models.registry import LoadedModel
+
+PER_SENTENCE_ARRAYS = ("hidden", "final_raw", "resid_pre_mlp", "mlp_act", "mlp_out", "mlp_out_scale")
+
+
+def row_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
+    """Shape of one sentence's slice of every per-sentence array."""
+    L, d, d_m = lm.n_layers, lm.d_model, lm.d_mlp
+    return {
+        "hidden": (L + 1, d),
+        "final_raw": (d,),
+        "resid_pre_mlp": (L, d),
+        "mlp_act": (L, d_m),
+        "mlp_out": (L, d),
+        "mlp_out_scale": (L,),
+    }
+
+
+@contextmanager
+def _taps(lm: LoadedModel, last: dict[str, torch.Tensor], stash: dict[tuple[int, str], torch.Tensor]) -> Iterator[None]:
+    """Install the adapter's taps; each keeps only the last-token row of every sentence, as float32 on CPU."""
+
+    def record(layer: int, name: str, value: torch.Tensor) -> None:
+        idx = last["index"]
+        stash[(layer, name)] = value[torch.arange(value.shape[0], device=value.device), idx].float().cpu()
+
+    layers = lm.adapter.layers(lm.model)
+    handles = []
+    for i, layer in enumerate(layers):
+        handles += lm.adapter.install(i, layer, record)
+    final_layer = layers[-1]
+    handles.append(final_layer.register_forward_hook(
+        lambda m, args, out: record(len(layers) - 1, "final_raw", out[0] if isinstance(out, tuple) else out)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.inference_mode()
+def forward_last_token(lm: LoadedModel, texts: list[str]) -> dict[str, np.ndarray]:
+    """Capture one batch. Returns float32 arrays with a leading batch axis (shapes: `row_shapes`)."""
+    enc = lm.tokenizer(texts, padding=True, return_tensors="pt")
+    input_ids = enc["input_ids"].to(lm.device)
+    attention_mask = enc["attention_mask"].to(lm.device)
+    last = {"index": attention_mask.sum(dim=1) - 1}
+    stash: dict[tuple[int, str], torch.Tensor] = {}
+    with _taps(lm, last, stash):
+        out = lm.adapter.decoder(lm.model)(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
+        )
+    rows = torch.arange(len(texts), device=lm.device)
+    hidden = torch.stack([h[rows, last["index"]].float().cpu() for h in out.hidden_states], dim=1)
+    return _assemble(lm, hidden, stash)
+
+
+def _assemble(lm: LoadedModel, hidden: torch.Tensor, stash: dict[tuple[int, str], torch.Tensor]) -> dict[str, np.ndarray]:
+    L = lm.n_layers
+    per_layer = lambda name: torch.stack([stash[(l, name)] for l in range(L)], dim=1)  # noqa: E731
+    adapter = lm.adapter
+    if adapter.parallel_attn_mlp:
+        resid = per_layer("layer_in") + per_layer("attn_out")
+    else:
+        resid = per_layer("resid_pre_mlp")
+    if adapter.mlp_out_norm is None:
+        scale = torch.ones(hidden.shape[0], L)
+    else:
+        # Frozen post-MLP norm: out = y * s * gain with s = rsqrt(mean(y^2) + eps), computed in float32 as
+        # Gemma's RMSNorm does; holding s fixed makes the MLP output exactly sum_i alpha_i * s * (gain * v_i).
+        layers = adapter.layers(lm.model)
+        eps = torch.tensor([adapter.mlp_out_eps(layers[l]) for l in range(L)])
+        raw = per_layer("mlp_raw")
+        scale = torch.rsqrt(raw.pow(2).mean(dim=-1) + eps)
+    return {
+        "hidden": hidden.numpy(),
+        "final_raw": stash[(L - 1, "final_raw")].numpy(),
+        "resid_pre_mlp": resid.numpy(),
+        "mlp_act": per_layer("mlp_act").numpy(),
+        "mlp_out": per_layer("mlp_out").numpy(),
+        "mlp_out_scale": scale.numpy(),
+    }
+
+
+def token_counts(lm: LoadedModel, texts: list[str]) -> np.ndarray:
+    """Tokens per sentence with the tokenizer's defaults (BOS included where it adds one)."""
+    return np.array([len(ids) for ids in lm.tokenizer(texts)["input_ids"]], dtype=np.int32)
+
+
+def capture_block(lm: LoadedModel, texts: list[str], n_tokens: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Capture a block of sentences, batching by length (padding wastes most of a CPU forward otherwise).
+
+    Returns arrays in the order of `texts`.
+    """
+    order = np.argsort(-n_tokens, kind="stable")
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in PER_SENTENCE_ARRAYS}
+    for start in range(0, len(texts), batch_size):
+        batch = order[start : start + batch_size]
+        result = forward_last_token(lm, [texts[i] for i in batch])
+        for name in PER_SENTENCE_ARRAYS:
+            pieces[name].append(result[name])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {name: np.concatenate(parts)[inverse] for name, parts in pieces.items()}

@@ -1,0 +1,48 @@
+"""Advisory writer lock: one writer per store at a time; readers never wait."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from tnstore.errors import TnstoreError
+
+
+@contextmanager
+def writer_lock(lock_path: Path, purpose: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_path` while the body runs.
+
+    flock is released by the kernel when the process dies (kill -9 included), so a crashed writer never
+    leaves a stale lock behind; the JSON written into the file only serves the error message.
+    """
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(lock_path)
+                    raise TnstoreError(
+                        f"store {lock_path.parent} is busy ({holder}); wait for it to finish or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "purpose": purpose}).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_holder(lock_path: Path) -> str:
+    try:
+        info = json.loads(lock_path.read_text() or "{}")
+        return f"{info.get('purpose', 'a writer')} in process {info.get('pid', '?')}"
+    except (OSError, ValueError):
+        return "another writer"
