@@ -27,6 +27,7 @@ def capture(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 | bfloat16 | float16."),
     storage_dtype: str = typer.Option("float16", "--storage-dtype", help="Stored dtype: float16 | float32."),
+    chunk_rows: int = typer.Option(256, "--chunk-rows", min=1, help="Rows per Zarr chunk; also the unit a resumed capture restarts from."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -35,7 +36,7 @@ def capture(
 
     summary = capture_corpus(
         store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
-        device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet,
+        device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet, block_rows=chunk_rows,
         command=shlex.join(["tnstore"] + sys.argv[1:]),
     )
     typer.echo(summary)
