@@ -7,7 +7,7 @@ from pathlib import Path
 from tnstore.capture.corpus import load_corpus
 from tnstore.capture.runner import CaptureSettings, check_storage_dtype, check_store_model, run_capture
 from tnstore.errors import TnstoreError
-from tnstore.models.registry import load_model
+from tnstore.models.registry import check_model_spec, load_model
 
 
 def capture_corpus(
@@ -19,6 +19,7 @@ def capture_corpus(
     check_storage_dtype(storage_dtype)
     if not split or not split.replace("-", "").replace("_", "").isalnum():
         raise TnstoreError(f"--split {split!r} must be a word such as train or test")
+    check_model_spec(model, device, dtype)
     sentences = load_corpus(corpus, kind=kind, limit=limit)
     store = Path(store)
     _check_writable(store)

@@ -98,6 +98,7 @@ def cache_dir() -> Path:
 
 def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
     """Load a model by spec (see module docstring) onto `device` in compute `dtype`."""
+    _quiet_transformers()
     if dtype not in DTYPES:
         raise TnstoreError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
@@ -114,6 +115,14 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     return LoadedModel(spec=spec, source=source, model=model, tokenizer=tokenizer, adapter=adapter)
 
 
+def _quiet_transformers() -> None:
+    """Loading bars and advisory warnings would bury tnstore's own one-line messages."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         if torch.cuda.is_available():
@@ -128,7 +137,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _hf_folder_for(spec: str) -> tuple[str, str]:
+def check_model_spec(spec: str, device: str, dtype: str) -> None:
+    """Refuse an unknown spec, dtype or device before anything slow happens."""
+    if dtype not in DTYPES:
+        raise TnstoreError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    resolve_device(device)
+    if spec in TINY_FAMILIES or spec in BUILTIN_GGUF:
+        return
+    _hf_folder_for(spec, convert=False)
+
+
+def _hf_folder_for(spec: str, convert: bool = True) -> tuple[str, str]:
     """(folder or hub id to pass to from_pretrained, source description)."""
     if spec in BUILTIN_GGUF:
         gguf = _builtin_gguf_path(spec)
@@ -137,7 +156,7 @@ def _hf_folder_for(spec: str) -> tuple[str, str]:
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise TnstoreError(f"--model {spec}: no such GGUF file")
-        return str(_converted_folder(path, path.stem)), str(path.resolve())
+        return str(_converted_folder(path, path.stem) if convert else path), str(path.resolve())
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise TnstoreError(f"--model {spec}: folder has no config.json; point at a saved HF model folder")
