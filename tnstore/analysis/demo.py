@@ -1,0 +1,54 @@
+"""The main job on the built-in default: capture the demo corpus with Gemma-3-270M, detect transfer neurons,
+and print a few SQL results, each from a file a user can copy out of `queries/`."""
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from tnstore.capture.api import capture_corpus
+from tnstore.queries import load as load_query
+from tnstore.store.render import render
+from tnstore.store.store import Store
+
+DEMO_LANGS = ("ja", "nl", "ko", "it")
+
+
+def demo_corpus_path() -> Path:
+    """The built-in corpus: 140 everyday sentences written for tnstore, each in en, ja, nl, ko and it."""
+    return Path(str(resources.files("tnstore.data").joinpath("demo_corpus.jsonl")))
+
+
+def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
+    t0 = time.perf_counter()
+    echo(f"1/4 capture: {model} over the built-in demo corpus (first use converts the model once)")
+    echo("    " + capture_corpus(store=store, corpus=demo_corpus_path(), model=model, split="train",
+                                 storage_dtype="float16", progress=True, command=f"tnstore demo --model {model}"))
+    _show(store, echo, "Sentences per language", load_query("sentences_by_lang"))
+
+    from tnstore.analysis.detect import detect
+
+    echo("2/4 detect: Type-1 and Type-2 transfer neurons for every language (top 100)")
+    for lang in DEMO_LANGS:
+        for tn_type in (1, 2):
+            result = detect(store, type=tn_type, lang=lang, top=100)
+            echo(f"    type {tn_type} {lang}: {result.n_candidates} candidates scored on {result.n_sentences} "
+                 f"sentences in {result.seconds:.1f} s")
+    _show(store, echo, "Top Type-1 transfer neurons for ja", load_query("ranking"))
+    _show(store, echo, "Where the top-100 sets sit (neurons per layer, Type-1 and Type-2, ja)", load_query("distribution"))
+
+    from tnstore.analysis.stats_corr import corr_ratio
+    from tnstore.analysis.stats_jaccard import jaccard
+
+    echo("3/4 stats: correlation ratio of every TN with its language, Jaccard overlap of the sets")
+    corr_ratio(store, label="language", progress=False)
+    jaccard(store, type=1, top=100)
+    _show(store, echo, "Mean eta^2 of the top-10/100 TNs vs the language label", load_query("tn_summary"))
+    _show(store, echo, "Jaccard overlap of top-100 Type-1 sets", load_query("jaccard"))
+    echo(f"4/4 done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
+
+
+def _show(store: Path, echo: Callable[[str], None], title: str, query: str) -> None:
+    echo(f"\n== {title}")
+    echo(render(Store.open(store).sql(query), "table", max_rows=20))
