@@ -29,6 +29,8 @@ def capture(
     storage_dtype: str = typer.Option("float16", "--storage-dtype", help="Stored dtype: float16 | float32."),
     chunk_rows: int = typer.Option(256, "--chunk-rows", min=1, help="Rows per Zarr chunk; also the unit a resumed capture restarts from."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+    ablate: Optional[str] = typer.Option(None, "--ablate", help="Replay with this neuron set deactivated (a neuron_sets name or transfer_neurons set_id of the store)."),
+    ablate_scope: str = typer.Option("last", "--ablate-scope", help="last: zero at the last token only; all: at every position."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Run the model once over a corpus and write last-token activations into the store."""
@@ -37,6 +39,7 @@ def capture(
     summary = capture_corpus(
         store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
         device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet, block_rows=chunk_rows,
+        ablate=ablate, ablate_scope=ablate_scope,
         command=shlex.join(["tnstore"] + sys.argv[1:]),
     )
     typer.echo(summary)

@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from tnstore.capture.ablation import Ablation, ablated
 from tnstore.models.registry import LoadedModel
 
 PER_SENTENCE_ARRAYS = ("hidden", "final_raw", "resid_pre_mlp", "mlp_act", "mlp_out", "mlp_out_scale")
@@ -52,14 +53,16 @@ def _taps(lm: LoadedModel, last: dict[str, torch.Tensor], stash: dict[tuple[int,
 
 
 @torch.inference_mode()
-def forward_last_token(lm: LoadedModel, texts: list[str]) -> dict[str, np.ndarray]:
-    """Capture one batch. Returns float32 arrays with a leading batch axis (shapes: `row_shapes`)."""
+def forward_last_token(lm: LoadedModel, texts: list[str], ablation: Ablation | None = None) -> dict[str, np.ndarray]:
+    """Capture one batch, optionally with neurons deactivated.
+
+    Returns float32 arrays with a leading batch axis (shapes: `row_shapes`)."""
     enc = lm.tokenizer(texts, padding=True, return_tensors="pt")
     input_ids = enc["input_ids"].to(lm.device)
     attention_mask = enc["attention_mask"].to(lm.device)
     last = {"index": attention_mask.sum(dim=1) - 1}
     stash: dict[tuple[int, str], torch.Tensor] = {}
-    with _taps(lm, last, stash):
+    with ablated(lm, ablation, last), _taps(lm, last, stash):
         out = lm.adapter.decoder(lm.model)(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )
@@ -100,7 +103,9 @@ def token_counts(lm: LoadedModel, texts: list[str]) -> np.ndarray:
     return np.array([len(ids) for ids in lm.tokenizer(texts)["input_ids"]], dtype=np.int32)
 
 
-def capture_block(lm: LoadedModel, texts: list[str], n_tokens: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+def capture_block(
+    lm: LoadedModel, texts: list[str], n_tokens: np.ndarray, batch_size: int, ablation: Ablation | None = None
+) -> dict[str, np.ndarray]:
     """Capture a block of sentences, batching by length (padding wastes most of a CPU forward otherwise).
 
     Returns arrays in the order of `texts`.
@@ -109,7 +114,7 @@ def capture_block(lm: LoadedModel, texts: list[str], n_tokens: np.ndarray, batch
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in PER_SENTENCE_ARRAYS}
     for start in range(0, len(texts), batch_size):
         batch = order[start : start + batch_size]
-        result = forward_last_token(lm, [texts[i] for i in batch])
+        result = forward_last_token(lm, [texts[i] for i in batch], ablation)
         for name in PER_SENTENCE_ARRAYS:
             pieces[name].append(result[name])
     inverse = np.empty_like(order)

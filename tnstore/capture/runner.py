@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tnstore import __version__
+from tnstore.capture.ablation import Ablation
 from tnstore.capture.corpus import Corpus
 from tnstore.capture.forward import PER_SENTENCE_ARRAYS, capture_block, row_shapes, token_counts
 from tnstore.errors import TnstoreError
@@ -37,6 +38,7 @@ class CaptureSettings:
     command: str = ""
     wait_seconds: float = 0.0
     progress: bool = True
+    ablation: Ablation | None = None  # the replay runner: capture with these neurons deactivated
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ def _check_same_model(store: Store, facts: dict) -> None:
 
 def _run_id(corpus: Corpus, settings: CaptureSettings, fingerprint: str) -> str:
     key = f"{corpus.sha256}|{len(corpus.rows)}|{settings.split}|{corpus.rows[0]['kind']}|{fingerprint}|{settings.storage_dtype}"
+    if settings.ablation is not None:
+        neurons = sorted((l, int(i)) for l, idx in settings.ablation.neurons.items() for i in idx)
+        key += f"|ablate:{settings.ablation.scope}:{neurons}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -129,7 +134,7 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
                 if block in done:
                     continue
                 stop = min(start + block_rows, n_rows)
-                arrays = capture_block(lm, texts[start:stop], n_tokens[start:stop], settings.batch_size)
+                arrays = capture_block(lm, texts[start:stop], n_tokens[start:stop], settings.batch_size, settings.ablation)
                 for name, values in arrays.items():
                     segment[name][start:stop] = _to_storage(values, dtypes[name], name)
                 done.add(block)
@@ -173,6 +178,7 @@ def _finish_run(store: Store, corpus: Corpus, settings: CaptureSettings, journal
         "source": [r["source"] for r in corpus.rows],
         "source_line": [r["source_line"] for r in corpus.rows],
         "n_tokens": n_tokens,
+        "ablation": [settings.ablation.name if settings.ablation else None] * n,
     })
     store.write_part("sentences", run_id, sentences)
     run = {
@@ -180,7 +186,9 @@ def _finish_run(store: Store, corpus: Corpus, settings: CaptureSettings, journal
         "corpus_sha256": corpus.sha256, "split": settings.split, "kind": corpus.rows[0]["kind"],
         "limit_rows": settings.limit, "row_start": row_start, "row_end": row_end, "n_sentences": n,
         "batch_size": settings.batch_size, "device": str(lm.device), "compute_dtype": str(lm.dtype).removeprefix("torch."),
-        "storage_dtype": settings.storage_dtype, "ablation": None, "ablation_scope": None, "seconds": seconds,
+        "storage_dtype": settings.storage_dtype, "seconds": seconds,
+        "ablation": settings.ablation.name if settings.ablation else None,
+        "ablation_scope": settings.ablation.scope if settings.ablation else None,
         "started_at": datetime.fromisoformat(journal["started_at"]), "finished_at": _now(),
         "tnstore_version": __version__,
     }
