@@ -86,3 +86,30 @@ def check_sentences_table(lm, store, texts):
     assert [r["row"] for r in table] == list(range(len(texts)))
     assert [r["text"] for r in table] == texts
     assert [r["n_tokens"] for r in table] == [len(lm.tokenizer(t).input_ids) for t in texts]
+
+
+class CaptureContract:
+    """The capture tests, shared: a subclass named Test* provides a `captured` fixture -> (lm, store, texts)."""
+
+    def test_batched_capture_equals_one_sentence_at_a_time(self, captured):
+        lm, _, texts = captured
+        check_batched_equals_single(lm, texts)
+
+    def test_stored_hidden_states_equal_plain_forward(self, captured):
+        check_hidden_equals_plain_forward(*captured)
+
+    def test_residual_activations_and_contributions_match_the_weights(self, captured):
+        check_residual_activation_contribution(*captured)
+
+    def test_final_hidden_state_is_final_norm_of_raw_output(self, captured):
+        check_final_norm(*captured)
+
+    def test_frozen_norm_neuron_terms_sum_to_the_mlp_contribution(self, captured):
+        check_frozen_norm_terms(*captured)
+
+    def test_value_vectors_are_down_proj_columns(self, captured):
+        lm, store, _ = captured
+        check_value_vectors(lm, store)
+
+    def test_sentences_table_indexes_the_tensors(self, captured):
+        check_sentences_table(*captured)

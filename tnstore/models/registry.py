@@ -9,6 +9,7 @@ Specs, in the order they are tried:
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -195,6 +196,16 @@ def _converted_folder(gguf: Path, name: str) -> Path:
     target = cache_dir() / "models" / f"{name}-{key}"
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes converting at once (parallel test workers, two terminals) take turns; the second finds it done.
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            _convert_gguf(gguf, target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -208,7 +219,6 @@ def _converted_folder(gguf: Path, name: str) -> Path:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-    return target
 
 
 def _load_hf(folder: str, spec: str, torch_dtype: torch.dtype) -> tuple[nn.Module, Any]:
