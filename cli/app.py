@@ -10,6 +10,7 @@ import tnstore  # noqa: F401  (sets OMP_WAIT_POLICY before torch is imported any
 import typer
 
 from tnstore.cli import capture_cmd, detect_cmd, query_cmd, stats_cmd
+from tnstore.cli import latent_cmd
 from tnstore.errors import TnstoreError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ capture_cmd.register(app)
 query_cmd.register(app)
 detect_cmd.register(app)
 stats_cmd.register(app)
+latent_cmd.register(app)
 
 
 def main() -> None:

@@ -136,7 +136,7 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
                 stop = min(start + block_rows, n_rows)
                 arrays = capture_block(lm, texts[start:stop], n_tokens[start:stop], settings.batch_size, settings.ablation)
                 for name, values in arrays.items():
-                    segment[name][start:stop] = _to_storage(values, dtypes[name], name)
+                    segment[name][start:stop] = to_storage(values, dtypes[name], name)
                 done.add(block)
                 journal["done_blocks"] = sorted(done)
                 store.write_journal(run_id, journal)
@@ -151,7 +151,7 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
     return CaptureSummary(run_id, journal["row_start"], journal["row_end"], seconds, 0, already_done=False)
 
 
-def _to_storage(values: np.ndarray, dtype: str, name: str) -> np.ndarray:
+def to_storage(values: np.ndarray, dtype: str, name: str) -> np.ndarray:
     if not np.isfinite(values).all():
         raise TnstoreError(f"the model produced inf/nan in {name}; check --dtype (float32 is safest)")
     if dtype == "float16":

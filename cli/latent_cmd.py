@@ -1,0 +1,200 @@
+"""`tnstore latent ...`: the latent-space analyses of method §3 (App. B, C, E). Each command writes its table and
+prints a per-layer summary; the work is in tnstore.analysis.latent, the figures in tnstore.figures.latent."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tnstore.analysis.latent import DEFAULT_WHERE, PAIR_WHERE, LatentResult
+
+GROUP_WHERE_HELP = "SQL predicate over `sentences` picking the sentences (replaces the default)."
+PAIR_WHERE_HELP = ("SQL predicate over `sentences` picking the sentences pairs are formed from (replaces the "
+                   "default; pairs = en and L2 rows with the same pair_id and split).")
+SPLIT_HELP = "Only sentences of this split; `all` for any split (pairs never cross splits)."
+LAYERS_HELP = ("Hidden indices to compute: A:B (B excluded) or 0,8,16 (0 = embeddings, l = output of layer l); "
+               "default all.")
+LANG_HELP = "The L2 of the en-L2 pairs (default: every language with the pairs it needs)."
+WAIT_HELP = "Seconds to wait for another writer to finish (default: refuse)."
+FIGURE_HELP = "Also draw the result into this image file (.png, .pdf, .svg)."
+
+latent_app = typer.Typer(help="Latent-space analyses (§3): PCA, dimensionality, centroids, mutual k-NN, "
+                              "pair similarity, linear probe, trajectory.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(latent_app, name="latent")
+
+
+def _check(figure: Optional[Path]) -> None:
+    if figure is not None:
+        from tnstore.figures.latent import check_figure_path
+
+        check_figure_path(figure)
+
+
+def _report(result: LatentResult) -> None:
+    from tnstore.store.render import render
+
+    for note in result.notes:
+        typer.echo(note)
+    typer.echo(render(result.summary, "table", 1000), nl=False)
+    ids = ", ".join(result.analysis_ids)
+    typer.echo(f"wrote {result.table.num_rows} rows to {result.table_name} (analysis_id {ids})")
+
+
+def _lines(result: LatentResult, figure: Optional[Path], names: list[str], value: str, title: str, ylabel: str) -> None:
+    if figure is None:
+        return
+    from tnstore.figures.latent import layer_lines, series_from
+
+    typer.echo(f"figure: {layer_lines(series_from(result.table, names, value), figure, title, ylabel)}")
+
+
+@latent_app.command("pca")
+def pca_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """PCA of the last-token hidden states of all selected languages together, per layer; writes latent_pca."""
+    _check(figure)
+    from tnstore.analysis.latent import pca
+
+    result = pca(store, where=where, split=split, layers=layers, wait_seconds=wait)
+    _report(result)
+    if figure is not None:
+        from tnstore.figures.latent import pca_scatter
+
+        typer.echo(f"figure: {pca_scatter(result.table, figure)}")
+
+
+@latent_app.command("dims")
+def dims_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    thresholds: str = typer.Option("0.9,0.95,0.99", "--thresholds", help="Cumulative σ² shares to reach."),
+    center: bool = typer.Option(False, "--center/--raw", help="Subtract each language's mean first "
+                                "(default --raw: the raw matrix's singular values, as the paper)."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """Per layer and language: how many singular values explain each share of Σσ²; writes latent_dims."""
+    _check(figure)
+    from tnstore.analysis.latent import dims, parse_thresholds
+
+    result = dims(store, parse_thresholds(thresholds), where=where, split=split, layers=layers, center=center,
+                  wait_seconds=wait)
+    _report(result)
+    _lines(result, figure, ["lang", "threshold"], "k", "dimensions reaching each σ² share", "k")
+
+
+@latent_app.command("centroids")
+def centroids_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """Per layer, cosine similarity between language centroids; writes latent_centroid_cos."""
+    _check(figure)
+    from tnstore.analysis.latent import centroids
+
+    result = centroids(store, where=where, split=split, layers=layers, wait_seconds=wait)
+    _report(result)
+    if figure is not None:
+        import pyarrow.compute as pc
+
+        t = result.table
+        result = LatentResult(result.table_name, result.analysis_ids,
+                              t.filter(pc.less(t["lang_a"], t["lang_b"])), result.summary)
+        _lines(result, figure, ["lang_a", "lang_b"], "cosine", "cosine of language centroids", "cosine")
+
+
+@latent_app.command("knn")
+def knn_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
+    lang: Optional[str] = typer.Option(None, "--lang", help=LANG_HELP),
+    where: str = typer.Option(PAIR_WHERE, "--where", help=PAIR_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """Mutual k-NN alignment of en and L2 states of parallel pairs, per layer (App. E); writes latent_knn."""
+    _check(figure)
+    from tnstore.analysis.latent import knn, parse_ks
+
+    result = knn(store, parse_ks(k), lang=lang, where=where, split=split, layers=layers, wait_seconds=wait)
+    _report(result)
+    _lines(result, figure, ["lang", "k"], "score", "mutual k-NN alignment (en vs L2)", "score")
+
+
+@latent_app.command("similarity")
+def similarity_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    lang: Optional[str] = typer.Option(None, "--lang", help=LANG_HELP),
+    where: str = typer.Option(PAIR_WHERE, "--where", help=PAIR_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """Mean cos(en, L2) of parallel vs non-parallel pairs, hidden states and activations (App. C.1)."""
+    _check(figure)
+    from tnstore.analysis.latent import similarity
+
+    result = similarity(store, lang=lang, where=where, split=split, layers=layers, wait_seconds=wait)
+    _report(result)
+    _lines(result, figure, ["lang", "array", "kind"], "mean_cos", "cos(en, L2): parallel vs non-parallel",
+           "mean cosine")
+
+
+@latent_app.command("probe")
+def probe_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    lang: Optional[str] = typer.Option(None, "--lang", help=LANG_HELP),
+    folds: int = typer.Option(10, "--folds", help="Stratified cross-validation folds."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffle."),
+    where: str = typer.Option(PAIR_WHERE, "--where", help=PAIR_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """Logistic-regression probe: parallel vs non-parallel pairs from concatenated (h_en, h_L2) (App. C.2)."""
+    _check(figure)
+    from tnstore.analysis.latent import probe
+
+    result = probe(store, lang=lang, where=where, split=split, layers=layers, folds=folds, seed=seed,
+                   wait_seconds=wait)
+    _report(result)
+    _lines(result, figure, ["lang"], "accuracy", "linear separability of parallel vs non-parallel pairs", "CV accuracy")
+
+
+@latent_app.command("trajectory")
+def trajectory_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    lang: str = typer.Option("en", "--lang", help="Language whose centroid trajectory is measured."),
+    middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
+    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """How straight the centroid moves to the middle layer: cos(C^l - C^(l-1), C^m - C^1) (App. B)."""
+    _check(figure)
+    from tnstore.analysis.latent import trajectory
+
+    result = trajectory(store, lang=lang, middle=middle, where=where, split=split, wait_seconds=wait)
+    _report(result)
+    _lines(result, figure, ["lang"], "cos_to_path", "trajectory linearity of the centroid", "cos(T^l, P)")
