@@ -1,8 +1,105 @@
-"""`tnstore stats ...` (filled in by the statistics work)."""
+"""`tnstore stats ...`: the nature of transfer neurons (method.md §6). Each command writes its table and prints
+the paper-style summary; the work is in tnstore.analysis.stats*."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from tnstore.analysis.stats import DEFAULT_WHERE
+from tnstore.analysis.stats_labels import PAPER_FAMILIES
+
+WHERE_HELP = "SQL predicate over `sentences` picking the sentences the statistic runs on."
+SETS_HELP = "SQL predicate over `transfer_neurons` picking the sets to use (default: all)."
+
+stats_app = typer.Typer(help="Correlation ratio, significance, overlap and language-specific neurons (§6).",
+                        no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(stats_app, name="stats")
+
+
+@stats_app.command("corr-ratio")
+def corr_ratio_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    label: str = typer.Option("language", "--label", help="language | family | sql"),
+    family: str = typer.Option(PAPER_FAMILIES, "--family", help="Families for --label family, e.g. en,nl,it:ja,ko."),
+    label_sql: Optional[str] = typer.Option(None, "--label-sql",
+                                            help="For --label sql: SQL expression over sentences giving each group "
+                                                 "(NULL leaves a sentence out)."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
+    sets: Optional[str] = typer.Option(None, "--sets", help=SETS_HELP),
+    all_neurons: bool = typer.Option(False, "--all-neurons",
+                                     help="Also η² and ANOVA of every neuron (no Mann-Whitney)."),
+) -> None:
+    """η², one-way ANOVA and Mann-Whitney U of transfer neurons against a label; writes tn_corr_ratio."""
+    from tnstore.analysis.stats_corr import corr_ratio
+    from tnstore.store.render import render
+
+    if label_sql and label == "language":
+        label = "sql"
+    result = corr_ratio(store, label=label, family=family, label_sql=label_sql, where=where, sets=sets,
+                        all_neurons=all_neurons, progress=True)
+    typer.echo(f"sentences per group: {_counts(result.group_counts)}  (--where {where})")
+    typer.echo(render(result.summary, "table", 200), nl=False)
+    spec = f" {result.label.spec}" if result.label.spec else ""
+    typer.echo(f"wrote {result.rows} rows to tn_corr_ratio (label {result.label.kind}{spec}); "
+               f"group stats {result.stats_id} {'reused' if result.reused_stats else 'computed'}")
+
+
+@stats_app.command("jaccard")
+def jaccard_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    type_: int = typer.Option(..., "--type", help="Transfer-neuron type, 1 or 2."),
+    top: int = typer.Option(1000, "--top", help="Compare the top-N neurons of each set."),
+    by_layer: bool = typer.Option(False, "--by-layer", help="Also print the per-layer Jaccard index."),
+    sets: Optional[str] = typer.Option(None, "--sets", help=SETS_HELP),
+) -> None:
+    """Jaccard index of top-N sets for every language pair, overall and per layer; writes tn_jaccard."""
+    from tnstore.analysis.stats_overlap import jaccard
+    from tnstore.store.render import render
+
+    result = jaccard(store, type_, top, sets)
+    typer.echo(render(result.overall, "table", 200), nl=False)
+    if by_layer:
+        typer.echo("\nper layer (Jaccard; empty where neither set has neurons in the layer)")
+        typer.echo(render(result.by_layer, "table", 1000), nl=False)
+    typer.echo(f"wrote {result.table.num_rows} rows to tn_jaccard (type {type_}, top {top})")
+
+
+@stats_app.command("lang-neurons")
+def lang_neurons_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    thresholds: str = typer.Option("0.1,0.25,0.5", "--thresholds", help="η² thresholds to count neurons above."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
+) -> None:
+    """η² of every neuron against each language vs the rest (App. H.3); writes lang_neurons, prints counts."""
+    from tnstore.analysis.stats_lang import lang_neurons, parse_thresholds
+    from tnstore.store.render import render
+
+    result = lang_neurons(store, parse_thresholds(thresholds), where, progress=True)
+    typer.echo(f"sentences per language: {_counts(result.group_counts)}  (--where {where})")
+    typer.echo("neurons with η² above the threshold, per layer (columns: language vs the rest)")
+    typer.echo(render(result.counts, "table", 10_000), nl=False)
+    typer.echo(f"wrote {result.rows} rows to lang_neurons; group stats {result.stats_id} "
+               f"{'reused' if result.reused_stats else 'computed'}")
+
+
+@stats_app.command("groups")
+def groups_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    group_by: str = typer.Option("lang", "--group-by", help="SQL expression over sentences giving each group."),
+    where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
+) -> None:
+    """Only the streaming pass: per-group sums of every neuron into group_stats, for your own SQL (queries/eta2.sql)."""
+    from tnstore.analysis.stats import store_group_stats
+
+    stats_id, counts, reused = store_group_stats(store, group_by, where, progress=True)
+    typer.echo(f"sentences per group: {_counts(counts)}")
+    typer.echo(f"group stats {stats_id} {'already stored' if reused else 'written to group_stats'}")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return " ".join(f"{group}={n}" for group, n in counts.items())

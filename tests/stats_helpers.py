@@ -33,21 +33,25 @@ def _table(name: str, columns: dict) -> pa.Table:
 
 
 def write_synthetic_store(path: Path, acts: np.ndarray, langs: list[str], *, splits: list[str] | None = None,
-                          storage_dtype: str = "float32", chunk_rows: int = 16, n_runs: int = 2) -> Store:
-    """A store whose `mlp_act` is `acts` (N, L, D), with sentences of the given languages, in `n_runs` runs."""
+                          ablations: list[str | None] | None = None, storage_dtype: str = "float32",
+                          chunk_rows: int = 16, n_runs: int = 2) -> Store:
+    """A store whose `mlp_act` is `acts` (N, L, D), with sentences of the given languages, in `n_runs` runs.
+
+    `ablations` marks rows as replay captures with that neuron set deactivated (sentences.ablation)."""
     n, n_layers, d_mlp = acts.shape
     store = Store.create(path, model_facts(n_layers, d_mlp, storage_dtype))
     splits = splits or ["train"] * n
+    ablations = ablations or [None] * n
     bounds = np.linspace(0, n, n_runs + 1).astype(int)
     with store.writing("synthetic"):
         for k, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
             write_run(store, f"run{k}", start, acts[start:stop], langs[start:stop], splits[start:stop],
-                      storage_dtype, chunk_rows)
+                      ablations[start:stop], storage_dtype, chunk_rows)
     return Store.open(path)
 
 
 def write_run(store: Store, run_id: str, row_start: int, acts: np.ndarray, langs: list[str], splits: list[str],
-              storage_dtype: str, chunk_rows: int) -> None:
+              ablations: list[str | None], storage_dtype: str, chunk_rows: int) -> None:
     n = len(acts)
     group = store.create_segment(run_id, n, {"mlp_act": acts.shape[1:]}, {"mlp_act": storage_dtype}, chunk_rows)
     group["mlp_act"][:] = acts.astype(storage_dtype)
@@ -56,6 +60,7 @@ def write_run(store: Store, run_id: str, row_start: int, acts: np.ndarray, langs
         "row": rows, "run_id": [run_id] * n, "lang": langs, "text": [f"s{r}" for r in rows],
         "pair_id": [f"p{r // 2}" for r in rows], "split": splits, "kind": ["parallel"] * n,
         "source": ["synthetic"] * n, "source_line": rows, "n_tokens": np.full(n, 5, dtype=np.int32),
+        "ablation": pa.array(ablations, pa.string()),
     }))
     now = datetime.now(timezone.utc)
     store.write_part("runs", run_id, _table("runs", {k: [v] for k, v in {

@@ -22,22 +22,25 @@ RTOL = 1e-6
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    """240 sentences (5 languages + 20 'de'), 4 layers × 12 neurons, 30 test-split rows; TN sets for 4 languages."""
+    """260 sentences (5 languages + 20 'de'), 4 layers × 12 neurons, 29 test-split rows, 20 rows of an ablation
+    replay (left out by the default --where); TN sets for 4 languages."""
     rng = np.random.default_rng(11)
     n, n_layers, d = 260, 4, 12
     langs = np.array(list(rng.choice(LANGS, n - 20)) + ["de"] * 20)
     rng.shuffle(langs)
     splits = np.where(np.arange(n) % 9 == 0, "test", "train")
+    ablations = [("ja-t1" if i % 13 == 5 else None) for i in range(n)]
     acts = rng.standard_normal((n, n_layers, d)) + rng.uniform(-1, 1, d)
     for i, lang in enumerate(LANGS):  # language-dependent neurons so that η² spans small to large values
         acts[langs == lang, :, i] += 0.4 * (i + 1)
         acts[np.isin(langs, ["ja", "ko"]), 2, 5] += 1.5
     path = tmp_path_factory.mktemp("stats") / "store"
-    store = write_synthetic_store(path, acts, list(langs), splits=list(splits), n_runs=3)
+    store = write_synthetic_store(path, acts, list(langs), splits=list(splits), ablations=ablations, n_runs=3)
     for lang in ["ja", "nl", "ko", "it"]:
         write_tn_set(store, f"{lang}-t1", lang, 1, random_neurons(rng, 14, (0, 3), d), layers=(0, 3))
         write_tn_set(store, f"{lang}-t2", lang, 2, random_neurons(rng, 10, (3, 4), d), layers=(3, 4))
-    return path, raw_activations(path), langs, splits
+    plain_train = (splits == "train") & np.array([a is None for a in ablations])
+    return path, raw_activations(path), langs, plain_train
 
 
 def _rows(path, sql: str, params: list) -> list[dict]:
@@ -63,11 +66,11 @@ def _check_row(row: dict, x: np.ndarray, groups: np.ndarray, positive: str | Non
 
 
 def test_language_label_matches_scipy(synth, capsys, monkeypatch):
-    path, acts, langs, splits = synth
+    path, acts, langs, default = synth
     code, out, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "language")
     assert code == 0, err
     assert "eta2_top10" in out and "wrote 96 rows to tn_corr_ratio" in out
-    train = splits == "train"
+    train = default
     rows = _rows(path, "SELECT * FROM tn_corr_ratio WHERE label = 'language'", [])
     assert len(rows) == 96 and {r["lang"] for r in rows} == {"ja", "nl", "ko", "it"}
     for row in rows:
@@ -78,13 +81,13 @@ def test_language_label_matches_scipy(synth, capsys, monkeypatch):
 
 
 def test_family_label_leaves_other_languages_out(synth, capsys, monkeypatch):
-    path, acts, langs, splits = synth
+    path, acts, langs, default = synth
     code, out, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "family",
                              "--family", "en,nl,it:ja,ko")
     assert code == 0, err
     rows = _rows(path, "SELECT * FROM tn_corr_ratio WHERE label = 'family'", [])
     assert len(rows) == 96
-    train = splits == "train"
+    train = default
     family = {"en": "en,nl,it", "nl": "en,nl,it", "it": "en,nl,it", "ja": "ja,ko", "ko": "ja,ko"}
     groups = np.array([family.get(lang) for lang in langs[train]], dtype=object)  # 'de' is in no family
     for row in rows:
@@ -93,7 +96,7 @@ def test_family_label_leaves_other_languages_out(synth, capsys, monkeypatch):
 
 
 def test_sql_label_with_three_groups_and_where(synth, capsys, monkeypatch):
-    path, acts, langs, splits = synth
+    path, acts, langs, default = synth
     expr = "CASE WHEN lang IN ('ja', 'ko') THEN 'cjk' WHEN lang = 'en' THEN 'en' WHEN lang <> 'de' THEN 'eu' END"
     where = "split = 'train' AND row % 2 = 0"  # replaces the default, which also drops ablation replays
     code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "sql", "--label-sql", expr,
@@ -101,7 +104,7 @@ def test_sql_label_with_three_groups_and_where(synth, capsys, monkeypatch):
     assert code == 0, err
     rows = _rows(path, "SELECT * FROM tn_corr_ratio WHERE label = 'sql' AND where_sql = ?", [where])
     assert len(rows) == 56 and {r["set_id"] for r in rows} == {"ja-t1", "nl-t1", "ko-t1", "it-t1"}
-    picked = (splits == "train") & (np.arange(len(langs)) % 2 == 0)
+    picked = (np.arange(len(langs)) % 2 == 0) & (np.arange(len(langs)) % 9 != 0)  # train, replays included
     mapping = {"ja": "cjk", "ko": "cjk", "en": "en", "nl": "eu", "it": "eu"}
     groups = np.array([mapping.get(lang) for lang in langs[picked]], dtype=object)
     for row in rows:
@@ -109,8 +112,9 @@ def test_sql_label_with_three_groups_and_where(synth, capsys, monkeypatch):
 
 
 def test_all_neurons_adds_every_neuron_for_every_language(synth, capsys, monkeypatch):
-    path, acts, langs, splits = synth
+    path, acts, langs, default = synth
     where = "split = 'test' OR lang = 'de'"
+    splits = np.where(np.arange(len(langs)) % 9 == 0, "test", "train")
     code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--all-neurons", "--where", where)
     assert code == 0, err
     picked = (splits == "test") | (langs == "de")
@@ -142,10 +146,10 @@ def test_rerun_replaces_rows_and_reuses_group_stats(synth, capsys, monkeypatch):
 
 
 def test_lang_neurons_match_numpy_and_counts(synth, capsys, monkeypatch):
-    path, acts, langs, splits = synth
+    path, acts, langs, default = synth
     code, out, err = run_cli(capsys, monkeypatch, "stats", "lang-neurons", path, "--thresholds", "0.1,0.25,0.5")
     assert code == 0, err
-    train = splits == "train"
+    train = default
     x = acts[train].reshape(train.sum(), -1)
     rows = _rows(path, "SELECT * FROM lang_neurons WHERE where_sql = ? ORDER BY lang, layer, neuron",
                  [DEFAULT_WHERE])
@@ -168,7 +172,7 @@ def test_lang_neurons_match_numpy_and_counts(synth, capsys, monkeypatch):
 
 def test_group_stats_can_be_resliced_in_sql(synth, capsys, monkeypatch):
     """`stats groups` once, then any merge of its groups is a label: ja+ko vs nl, en and it left out."""
-    path, acts, langs, splits = synth
+    path, acts, langs, default = synth
     code, out, err = run_cli(capsys, monkeypatch, "stats", "groups", path, "--group-by", "lang")
     assert code == 0, err
     store = Store.open(path)
@@ -177,7 +181,7 @@ def test_group_stats_can_be_resliced_in_sql(synth, capsys, monkeypatch):
     label_map = pa.table({"label_id": ["x"] * 3, "group_value": ["ja", "ko", "nl"],
                           "label_group": ["cjk", "cjk", "nl"]})
     eta = eta2_table(store, gs, label_map).to_pylist()
-    train = (splits == "train") & np.isin(langs, ["ja", "ko", "nl"])
+    train = default & np.isin(langs, ["ja", "ko", "nl"])
     x = acts[train].reshape(train.sum(), -1)
     labels = np.where(langs[train] == "nl", "nl", "cjk")
     np.testing.assert_allclose([r["eta2"] for r in eta], eta2_reference(x, labels), rtol=RTOL)
@@ -201,3 +205,19 @@ def test_eta2_on_random_data_many_groups(tmp_path):
     f, p = sps.f_oneway(*[x[groups == g] for g in "abcdefg"], axis=0)
     np.testing.assert_allclose([r["anova_f"] for r in eta], f, rtol=RTOL)
     np.testing.assert_allclose([r["anova_p"] for r in eta], p, rtol=RTOL)
+
+
+def test_shipped_queries_run_as_is_through_tnstore_sql(synth, capsys, monkeypatch):
+    """`tnstore sql STORE "$(cat queries/X.sql)"` works on a store the commands have filled, with their defaults."""
+    path, acts, langs, default = synth
+    for command in (("corr-ratio",), ("lang-neurons",), ("jaccard", "--type", 1, "--top", 5)):
+        assert run_cli(capsys, monkeypatch, "stats", command[0], path, *command[1:])[0] == 0
+    for name in ("eta2", "tn_summary", "lang_neurons", "jaccard"):
+        code, out, err = run_cli(capsys, monkeypatch, "sql", path, query(name), "--format", "json")
+        assert code == 0, (name, err)
+    _, out, _ = run_cli(capsys, monkeypatch, "sql", path, query("eta2"), "--format", "csv")
+    lines = out.strip().splitlines()
+    assert lines[0].replace("\"", "").startswith("label_id,layer,neuron,n,k,ss_between,ss_within,eta2,anova_f")
+    eta = np.array([float(line.split(",")[7]) for line in lines[1:]])
+    x = acts[default].reshape(default.sum(), -1)
+    np.testing.assert_allclose(eta, eta2_reference(x, np.where(langs[default] == "ja", "ja", "rest")), rtol=RTOL)

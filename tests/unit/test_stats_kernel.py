@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tests.stats_helpers import raw_activations, write_synthetic_store
+from tnstore.kernels import group_stats
 from tnstore.kernels.group_stats import gather_columns, group_moments, prefetched
 
 
@@ -26,12 +27,17 @@ def _selection(langs: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return names, codes
 
 
-@pytest.mark.parametrize("max_rows", [16, 48, 512])
-def test_moments_equal_numpy_per_group(synthetic, max_rows):
+@pytest.mark.parametrize("max_rows, prefetch, workers, strip", [
+    (16, True, None, 4), (48, False, 1, 2048), (512, True, 3, 5), (48, True, 2, 2048),
+])
+def test_moments_equal_numpy_per_group(synthetic, monkeypatch, max_rows, prefetch, workers, strip):
+    """Any block size, column strip width, worker count, with or without the reader thread."""
     store, x, langs = synthetic
+    monkeypatch.setattr(group_stats, "STRIP_COLUMNS", strip)
     rows = np.arange(len(langs))[np.arange(len(langs)) % 3 != 1]  # a selection with holes, across runs
     names, codes = _selection(langs, rows)
-    m, gathered = group_moments(store, rows, codes, len(names), range(x.shape[1]), max_rows=max_rows)
+    m, gathered = group_moments(store, rows, codes, len(names), range(x.shape[1]), max_rows=max_rows,
+                                prefetch=prefetch, workers=workers)
     assert gathered is None
     for g in range(len(names)):
         xs = x[rows][codes == g]

@@ -234,9 +234,10 @@ class Store:
         return segs[-1].row_end if segs else 0
 
     def iter_rows(
-        self, name: str, rows: np.ndarray, layer: int | None = None, max_rows: int = 512
+        self, name: str, rows: np.ndarray, layer: int | None = None, max_rows: int = 512,
+        dtype: type | None = np.float32,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream `array[rows, layer]` in blocks of at most `max_rows` rows, as float32.
+        """Stream `array[rows, layer]` in blocks of at most `max_rows` rows, as `dtype` (None: as stored).
 
         Yields `(positions, block)`: `positions` index into `rows`, `block` has shape (len(positions), *rest).
         Each read covers whole chunks of one segment, so memory stays bounded by `max_rows` rows of one layer.
@@ -259,7 +260,9 @@ class Store:
                 want = local[start - lo : stop - lo]
                 a, b = int(want[0]), int(want[-1]) + 1
                 slab = arr[a:b] if layer is None else arr[a:b, layer]
-                yield order[start:stop], np.asarray(slab[want - a], dtype=np.float32)
+                # A run of consecutive rows needs no gather copy (the common case: whole chunks).
+                picked = slab if len(want) == b - a else slab[want - a]
+                yield order[start:stop], np.asarray(picked, dtype=dtype)
                 start = stop
 
     def read_rows(self, name: str, rows: np.ndarray, layer: int | None = None) -> np.ndarray:

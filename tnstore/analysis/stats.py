@@ -1,0 +1,290 @@
+"""Shared core of the §6 statistics: which sentences in which groups, the group_stats pass, η² and ANOVA in SQL.
+
+A statistic runs on the sentences a `--where` predicate selects, grouped by a SQL expression over `sentences`
+(`lang` for the language and family labels). One streaming pass (tnstore.kernels.group_stats) turns them into
+per-group sums stored as `group_stats`; queries/eta2.sql derives η², F and the degrees of freedom from that table
+for any label that merges groups, and scipy adds the F test's p-value (DuckDB has no F distribution).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import stats as sps
+
+from tnstore.errors import TnstoreError
+from tnstore.kernels.group_stats import GroupMoments, gather_columns, group_moments
+from tnstore.queries import load
+from tnstore.store.store import Store
+
+# Plain captures only: replay captures with neurons deactivated (sentences.ablation) are other activations.
+DEFAULT_WHERE = "split = 'train' AND ablation IS NULL"
+ARRAY = "mlp_act"
+# Accumulators take 3 × 8 bytes per (group, layer, neuron); refuse groupings that would not fit comfortably.
+MAX_ACCUMULATOR_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The sentences a statistic runs on.
+
+    rows: (N,) ascending store rows; codes: (N,) index into `groups` (sorted group values) of each row.
+    """
+
+    grouping: str
+    where: str
+    rows: np.ndarray
+    codes: np.ndarray
+    groups: list[str]
+
+    def counts(self) -> dict[str, int]:
+        """Sentences per group."""
+        return dict(zip(self.groups, np.bincount(self.codes, minlength=len(self.groups)).tolist()))
+
+
+def select_sentences(store: Store, grouping: str, where: str, grouping_flag: str = "--label-sql") -> Selection:
+    """Rows matching `where`, grouped by the SQL expression `grouping`; rows whose group is NULL are left out."""
+    total = _query(store, f"SELECT count(*) AS n FROM sentences WHERE ({where})", "--where", where)
+    if total.column("n")[0].as_py() == 0:
+        n_all = store.sql("SELECT count(*) AS n FROM sentences").column("n")[0].as_py()
+        raise TnstoreError(f"--where {where!r} selects no sentences (the store has {n_all}); loosen the predicate")
+    picked = _query(
+        store,
+        f"SELECT row, CAST(({grouping}) AS VARCHAR) AS grp FROM sentences WHERE ({where}) ORDER BY row",
+        grouping_flag, grouping,
+    )
+    values = picked.column("grp").to_numpy(zero_copy_only=False)
+    keep = np.array([v is not None for v in values], dtype=bool)
+    if not keep.any():
+        raise TnstoreError(f"{grouping_flag} {grouping!r} is NULL for every sentence --where {where!r} selects; "
+                           "it must give each sentence its group")
+    groups, codes = np.unique(values[keep].astype(str), return_inverse=True)
+    rows = picked.column("row").to_numpy()[keep].astype(np.int64)
+    return Selection(grouping, where, rows, codes.astype(np.int64), [str(g) for g in groups])
+
+
+def _query(store: Store, sql: str, flag: str, text: str) -> pa.Table:
+    try:
+        return store.sql(sql)
+    except TnstoreError as exc:
+        reason = str(exc).removeprefix("SQL failed: ")
+        raise TnstoreError(f"{flag} {text!r} is not valid SQL over the sentences table: {reason}") from None
+
+
+# ------------------------------------------------------------------------------------------------ group stats
+@dataclass(frozen=True)
+class GroupStats:
+    """One selection's group_stats: `table` is None when the store already holds exactly these statistics.
+
+    gathered: (N, K) activations of the neurons asked for (None if none were asked for).
+    """
+
+    stats_id: str
+    part_key: str
+    grouping: str
+    where: str
+    table: pa.Table | None
+    gathered: np.ndarray | None
+
+
+def compute_group_stats(store: Store, sel: Selection, gather: np.ndarray | None = None,
+                        progress: bool = False) -> GroupStats:
+    """The group_stats of `sel`, reusing the stored ones if nothing changed; gathers `gather` (K, 2) on the way."""
+    n_layers = int(store.model_facts["n_layers"])
+    d_mlp = int(store.model_facts["d_mlp"])
+    _check_accumulator_size(sel, n_layers, d_mlp)
+    part_key = "gs-" + short_hash(ARRAY, sel.grouping, sel.where)
+    stats_id = "gs-" + short_hash(ARRAY, sel.grouping, sel.where, sel.rows.tobytes(), sel.codes.tobytes(),
+                                  *sel.groups, store.model_facts.get("fingerprint", ""))
+    held = store.sql("SELECT count(*) AS n FROM group_stats WHERE stats_id = ?", [stats_id]).column("n")[0].as_py()
+    if held == len(sel.groups) * n_layers * d_mlp:
+        gathered = None
+        if gather is not None and len(gather):
+            gathered = gather_columns(store, sel.rows, gather, array=ARRAY)
+        return GroupStats(stats_id, part_key, sel.grouping, sel.where, None, gathered)
+    with _progress(len(sel.rows) * n_layers, progress) as tick:
+        moments, gathered = group_moments(store, sel.rows, sel.codes, len(sel.groups), range(n_layers),
+                                          array=ARRAY, gather=gather, on_block=tick)
+    return GroupStats(stats_id, part_key, sel.grouping, sel.where, moments_table(stats_id, sel, moments), gathered)
+
+
+def store_group_stats(store_path: str | Path, grouping: str, where: str = DEFAULT_WHERE,
+                      progress: bool = False) -> tuple[str, dict[str, int], bool]:
+    """Compute and write group_stats for `grouping` over the sentences `where` selects.
+
+    Returns (stats_id, sentences per group, whether the store already held them)."""
+    store = Store.open(store_path)
+    sel = select_sentences(store, grouping, where, grouping_flag="--group-by")
+    gs = compute_group_stats(store, sel, progress=progress)
+    if gs.table is not None:
+        with store.writing("stats groups"):
+            store.write_part("group_stats", gs.part_key, gs.table)
+    return gs.stats_id, sel.counts(), gs.table is None
+
+
+def moments_table(stats_id: str, sel: Selection, m: GroupMoments) -> pa.Table:
+    """The group_stats rows of `m` (G × L × D rows, group-major, then layer, then neuron)."""
+    g, n_layers, d = m.sum.shape
+    size = g * n_layers * d
+    group_index = np.repeat(np.arange(g, dtype=np.int32), n_layers * d)
+    return pa.table({
+        "stats_id": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [stats_id]),
+        "array": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [ARRAY]),
+        "grouping": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [sel.grouping]),
+        "where_sql": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [sel.where]),
+        "group_value": pa.DictionaryArray.from_arrays(group_index, sel.groups),
+        "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), d), g),
+        "neuron": np.tile(np.arange(d, dtype=np.int32), g * n_layers),
+        "n": np.repeat(m.n, n_layers * d),
+        "shift": m.shift.ravel(),
+        "sum": m.sum.ravel(),
+        "sumsq": m.sumsq.ravel(),
+    })
+
+
+def _check_accumulator_size(sel: Selection, n_layers: int, d_mlp: int) -> None:
+    need = 3 * 8 * len(sel.groups) * n_layers * d_mlp
+    if need > MAX_ACCUMULATOR_BYTES:
+        raise TnstoreError(
+            f"grouping {sel.grouping!r} makes {len(sel.groups)} groups, whose statistics would take "
+            f"{need / 2**30:.1f} GiB; use an expression with fewer distinct values"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ η² in SQL
+def query(name: str, **ctes: str) -> str:
+    """queries/<name>.sql with some of its CTEs (e.g. `params`) replaced by the given SELECT statements.
+
+    The shipped files run as they are (`tnstore sql STORE "$(cat queries/eta2.sql)"`) with example settings in
+    a `params` row; tnstore runs the very same text with its own settings swapped in.
+    """
+    sql = load(name.removesuffix(".sql"))
+    for cte, body in ctes.items():
+        sql = _replace_cte(sql, cte, body)
+    return sql
+
+
+def params(**values: Any) -> str:
+    """A one-row SELECT of SQL literals, for a `params` CTE."""
+    return "SELECT " + ", ".join(f"{sql_literal(v)} AS {k}" for k, v in values.items())
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL::VARCHAR"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value)!r}::DOUBLE"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _replace_cte(sql: str, name: str, body: str) -> str:
+    """Replace the body of CTE `name AS ( ... )` (the first after WITH), skipping strings and -- comments."""
+    head = sql.index("WITH ")
+    match = re.compile(rf"\b{name}\s+AS\s*\(").search(sql, head)
+    if match is None:
+        raise ValueError(f"query has no CTE named {name}")
+    depth, i = 1, match.end()
+    while depth:
+        c = sql[i]
+        if c == "'":
+            i = sql.index("'", i + 1)  # a doubled '' reads as two strings, which is the same for paren matching
+        elif sql.startswith("--", i):
+            i = sql.index("\n", i)
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        i += 1
+    return sql[:match.end()] + "\n    " + body + "\n" + sql[i - 1:]
+
+
+@contextmanager
+def analysis_connection(store: Store, gs: GroupStats, neurons: pa.Table | None = None,
+                        **tables: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A store connection where `group_stats` is this selection's statistics (fresh or stored), limited to
+    `neurons` (layer, neuron) if given, and `tables` are visible by name (e.g. label_map)."""
+    con = store.connect()
+    try:
+        source = "main.group_stats"
+        if gs.table is not None:
+            con.register("_fresh_group_stats", gs.table)
+            source = "_fresh_group_stats"
+        view = f"SELECT s.* FROM {source} s WHERE s.stats_id = '{gs.stats_id}'"
+        if neurons is not None:
+            con.register("_neurons", neurons.select(["layer", "neuron"]))
+            view = f"SELECT s.* FROM ({view}) s SEMI JOIN _neurons USING (layer, neuron)"
+        con.execute("CREATE SCHEMA analysis")
+        con.execute(f"CREATE VIEW analysis.group_stats AS {view}")
+        con.execute("SET search_path = 'analysis,main'")
+        for name, table in tables.items():
+            con.register(name, table)
+        yield con
+    finally:
+        con.close()
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, bindings: dict[str, Any] | None = None) -> pa.Table:
+    """Run `sql` (with $name bindings) and return Arrow."""
+    relation = con.sql(sql, params=bindings)
+    return (getattr(relation, "to_arrow_table", None) or relation.arrow)()
+
+
+def eta2_table(store: Store, gs: GroupStats, label_map: pa.Table, neurons: pa.Table | None = None) -> pa.Table:
+    """queries/eta2.sql for every label in `label_map`, plus `anova_p`.
+
+    label_map: (label_id, group_value, label_group). neurons: optional (layer, neuron) to limit the work to.
+    Returns one row per (label_id, layer, neuron): n, k, ss_between, ss_within, eta2, anova_f, df_between,
+    df_within, anova_p. One query per label keeps DuckDB's memory to one label's rows (~0.8 GB for every
+    neuron of a 32 × 14336 model, instead of ~2 GB for five labels at once).
+    """
+    sql = query("eta2", params=params(grouping=gs.grouping, where_sql=gs.where),
+                label_map="SELECT label_id, group_value, label_group FROM _label_map")
+    parts = []
+    with analysis_connection(store, gs, neurons) as con:
+        for label_id in sorted(set(label_map.column("label_id").to_pylist())):
+            con.register("_label_map", label_map.filter(pc.equal(label_map.column("label_id"), label_id)))
+            parts.append(run_sql(con, sql))
+    result = pa.concat_tables(parts)
+    p = anova_p(*(result.column(c).to_numpy(zero_copy_only=False) for c in ("anova_f", "df_between", "df_within")))
+    return result.append_column("anova_p", pa.array(p, mask=np.isnan(p)))
+
+
+def anova_p(f: np.ndarray, df_between: np.ndarray, df_within: np.ndarray) -> np.ndarray:
+    """Upper tail of F(df_between, df_within) at f, i.e. scipy.stats.f.sf; NaN where f is NaN, 0 where f is inf."""
+    return sps.f.sf(f.astype(np.float64), df_between.astype(np.float64), df_within.astype(np.float64))
+
+
+def short_hash(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar over sentence-layers on stderr, or a no-op callback."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="row-layer", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
+              leave=False, desc="group stats") as bar:
+        yield bar.update

@@ -1,0 +1,91 @@
+"""`tnstore stats jaccard`: overlap of languages' top-n transfer-neuron sets, overall and per layer (§6.1)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from tnstore.analysis.stats import params, query, run_sql, short_hash
+from tnstore.errors import TnstoreError
+from tnstore.store.store import Store
+
+
+@dataclass(frozen=True)
+class JaccardResult:
+    """The rows written to tn_jaccard, and their overall and per-layer views for printing."""
+
+    table: pa.Table
+    overall: pa.Table
+    by_layer: pa.Table
+
+
+def jaccard(store_path: str | Path, type_: int, top: int, sets: str | None = None) -> JaccardResult:
+    """Jaccard index of the top-`top` sets of every pair of languages of Type `type_`; writes tn_jaccard."""
+    if type_ not in (1, 2):
+        raise TnstoreError(f"--type {type_} is not 1 or 2")
+    if top < 1:
+        raise TnstoreError(f"--top {top} must be at least 1")
+    store = Store.open(store_path)
+    with _connection(store, sets) as con:
+        _check_sets(con, type_, top, sets)
+        table = run_sql(con, query("jaccard", params=params(type=type_, top=top)))
+    if table.num_rows == 0:
+        raise TnstoreError(f"--type {type_} --top {top}: no two languages have sets with the same split, distance "
+                           "and candidate layers to compare; see `tnstore sql STORE \"SELECT DISTINCT set_id, lang, "
+                           "split, dist, layer_start, layer_end, top FROM transfer_neurons\"`")
+    table = table.append_column("sets_sql", pa.array([sets] * table.num_rows, pa.string()))
+    with store.writing("stats jaccard"):
+        store.write_part("tn_jaccard", f"jac-type{type_}-top{top}-{short_hash(sets)}", table)
+    return JaccardResult(table, *_views(table))
+
+
+@contextmanager
+def _connection(store: Store, sets: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A store connection where `transfer_neurons` holds only the sets that `sets` (SQL) picks."""
+    con = store.connect()
+    try:
+        if sets:
+            con.execute("CREATE SCHEMA picked")
+            try:
+                con.execute(f"CREATE VIEW picked.transfer_neurons AS SELECT * FROM main.transfer_neurons "
+                            f"WHERE ({sets})")
+                con.execute("SELECT count(*) FROM picked.transfer_neurons").fetchall()
+            except duckdb.Error as exc:
+                reason = str(exc).strip().splitlines()[0]
+                raise TnstoreError(f"--sets {sets!r} is not valid SQL over transfer_neurons: {reason}") from None
+            con.execute("SET search_path = 'picked,main'")
+        yield con
+    finally:
+        con.close()
+
+
+def _check_sets(con: duckdb.DuckDBPyConnection, type_: int, top: int, sets: str | None) -> None:
+    """At least two languages must have a set of this type holding `top` neurons."""
+    held = run_sql(con, "SELECT lang, max(top) AS top FROM transfer_neurons WHERE type = $type GROUP BY lang "
+                        "ORDER BY lang", {"type": type_}).to_pylist()
+    enough = [r["lang"] for r in held if r["top"] >= top]
+    if len(enough) >= 2:
+        return
+    where = f" matching --sets {sets!r}" if sets else ""
+    have = ", ".join(f"{r['lang']} (top {r['top']})" for r in held) or "none"
+    raise TnstoreError(f"--type {type_} --top {top}: Jaccard needs top-{top} sets of at least two languages; "
+                       f"the store has Type-{type_} sets{where}: {have}; run `tnstore detect --top {top}` for more")
+
+
+def _views(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(overall rows, per-layer matrix: one row per layer, one column per language pair)."""
+    con = duckdb.connect()
+    try:
+        con.register("jac", table)
+        overall = run_sql(con, "SELECT split, dist, lang_a, lang_b, n_a, n_b, n_intersection, jaccard FROM jac "
+                               "WHERE layer IS NULL ORDER BY split, dist, lang_a, lang_b")
+        by_layer = run_sql(con, "PIVOT (SELECT split, dist, layer, lang_a || '-' || lang_b AS pair, jaccard FROM jac "
+                                "WHERE layer IS NOT NULL) ON pair USING first(jaccard) GROUP BY split, dist, layer "
+                                "ORDER BY split, dist, layer")
+        return overall, by_layer
+    finally:
+        con.close()
