@@ -1,8 +1,79 @@
-"""`tnstore detect` and `tnstore neurons` (filled in by the detection work)."""
+"""`tnstore detect` and `tnstore neurons random|list`: thin shells over tnstore.analysis.detect / neuron_sets."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+SHOWN = 5  # top neurons printed after a detection
+
+neurons_app = typer.Typer(name="neurons", help="Named neuron sets: random baselines for ablation, and what is stored.",
+                          no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("detect")(detect)
+    app.add_typer(neurons_app, name="neurons")
+
+
+def detect(
+    store: Path = typer.Argument(..., help="Store directory."),
+    type_: int = typer.Option(
+        ..., "--type", help="1: L2 -> shared space (early layers); 2: shared space -> L2 (late layers)."),
+    lang: str = typer.Option(..., "--lang", help="The L2, as stored in sentences.lang (e.g. ja)."),
+    top: int = typer.Option(1000, "--top", help="How many top-scoring neurons form the set."),
+    layers: Optional[str] = typer.Option(
+        None, "--layers", help="Candidate decoder layers A:B, 0-based, B excluded (default: the paper's split: the "
+        "first round(L*20/32) layers, rounded half up, for Type-1; the rest for Type-2)."),
+    split: str = typer.Option("train", "--split", help="Split whose sentences give centroids and scores."),
+    dist: str = typer.Option("cosine", "--dist", help="cosine | euclidean (negative distance: closer is better)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+) -> None:
+    """Score every candidate neuron (Eq. 7-9) and store the ranked top-n transfer neurons."""
+    from tnstore.analysis.detect import detect as run_detect
+
+    result = run_detect(store, type=type_, lang=lang, top=top, layers=layers, split=split, dist=dist, wait_seconds=wait)
+    s = result.settings
+    pairs = f", {result.n_pairs} en-{s.lang} pairs" if s.type == 1 else ""
+    typer.echo(
+        f"Type-{s.type} transfer neurons for {s.lang}: top {len(result.ranking)} of {result.n_candidates} candidates "
+        f"(layers {s.layer_start}:{s.layer_end} of {result.n_layers}, {s.dist}, split {s.split}: "
+        f"{result.n_sentences} {s.lang} sentences{pairs}) in {result.seconds:.1f} s")
+    typer.echo(f"set_id {s.set_id}  (tables transfer_neurons, neuron_scores, centroids)")
+    typer.echo("  rank  layer  neuron  score")
+    for row in result.ranking.slice(0, SHOWN).to_pylist():
+        typer.echo(f"  {row['rank']:>4}  {row['layer']:>5}  {row['neuron']:>6}  {row['score']:.6g}")
+
+
+@neurons_app.command("random")
+def neurons_random(
+    store: Path = typer.Argument(..., help="Store directory."),
+    like: str = typer.Option(..., "--like", help="The transfer-neuron set to mimic: type=1,lang=ja "
+                             "[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]."),
+    top: Optional[int] = typer.Option(None, "--top", help="Pick the set with this top-n when several match."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same set)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the stored set (default random_<set_id>_seed<seed>)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+) -> None:
+    """Store a random baseline: as many neurons as the set, from its candidate layers, excluding its neurons."""
+    from tnstore.analysis.neuron_sets import random_baseline
+
+    drawn = random_baseline(store, like, top=top, seed=seed, name=name, wait_seconds=wait)
+    typer.echo(f"stored {len(drawn.layers)} random neurons from layers {drawn.layer_start}:{drawn.layer_end} "
+               f"(excluding {drawn.like_set_id}, seed {drawn.seed}) as neuron set {drawn.name}")
+
+
+@neurons_app.command("list")
+def neurons_list(
+    store: Path = typer.Argument(..., help="Store directory."),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+) -> None:
+    """Stored neuron sets: transfer-neuron sets from detect and named sets (random baselines)."""
+    from tnstore.analysis.neuron_sets import list_sets
+    from tnstore.errors import TnstoreError
+    from tnstore.store.render import render
+
+    if fmt not in ("table", "csv", "json"):
+        raise TnstoreError(f"--format {fmt!r} is not one of table, csv, json")
+    typer.echo(render(list_sets(store), fmt, max_rows=1000), nl=False)

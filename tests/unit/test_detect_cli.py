@@ -60,21 +60,21 @@ def test_neurons_random_and_list(store, monkeypatch, capsys):
                            "seed 0) as neuron set random_type2_ja_train_cosine_layers3-4_top20_seed0")
     code, out, _ = run_cli(monkeypatch, capsys, "neurons", "list", store, "--format", "csv")
     assert code == 0
-    assert out.splitlines()[0] == "name,origin,lang,type,layer_start,layer_end,n,like_set_id,seed"
+    assert out.splitlines()[0].replace('"', "") == "name,origin,lang,type,layer_start,layer_end,n,like_set_id,seed"
     assert len(out.splitlines()) == 3
 
 
 ERRORS = [
-    (["detect", "{store}", "--type", "1", "--lang", "ko"], "--lang ko: the store has no ko sentences (it has: en, ja)"),
-    (["detect", "{store}", "--type", "1", "--lang", "ja", "--split", "test"], "--split test: no ja sentences"),
-    (["detect", "{store}", "--type", "1", "--lang", "en"], "--lang en: Type-1"),
-    (["detect", "{store}", "--type", "3", "--lang", "ja"], "--type 3"),
-    (["detect", "{store}", "--type", "1", "--lang", "ja", "--dist", "manhattan"], "--dist 'manhattan'"),
-    (["detect", "{store}", "--type", "1", "--lang", "ja", "--layers", "2:9"], "--layers 2:9: need 0 <= A < B <= 4"),
-    (["detect", "{store}", "--type", "1", "--lang", "ja", "--layers", "two"], "--layers 'two' must look like A:B"),
+    (["detect", "{store}", "--type", "1", "--lang", "ko", "--top", "5"], "--lang ko: the store has no ko sentences (it has: en, ja)"),
+    (["detect", "{store}", "--type", "1", "--lang", "ja", "--split", "test", "--top", "5"], "--split test: no ja sentences"),
+    (["detect", "{store}", "--type", "1", "--lang", "en", "--top", "5"], "--lang en: Type-1"),
+    (["detect", "{store}", "--type", "3", "--lang", "ja", "--top", "5"], "--type 3"),
+    (["detect", "{store}", "--type", "1", "--lang", "ja", "--dist", "manhattan", "--top", "5"], "--dist 'manhattan'"),
+    (["detect", "{store}", "--type", "1", "--lang", "ja", "--layers", "2:9", "--top", "5"], "--layers 2:9: need 0 <= A < B <= 4"),
+    (["detect", "{store}", "--type", "1", "--lang", "ja", "--layers", "two", "--top", "5"], "--layers 'two' must look like A:B"),
     (["detect", "{store}", "--type", "1", "--lang", "ja", "--top", "289"], "--top 289: layers 0:3 hold 288"),
     (["detect", "{store}", "--type", "2", "--lang", "ja", "--top", "0"], "--top 0"),
-    (["detect", "{store}/missing", "--type", "1", "--lang", "ja"], "does not exist"),
+    (["detect", "{store}/missing", "--type", "1", "--lang", "ja", "--top", "5"], "does not exist"),
     (["neurons", "random", "{store}", "--like", "type=1,lang=ja"], "no transfer-neuron set matches type=1,lang=ja"),
     (["neurons", "random", "{store}", "--like", "kind=1"], "--like 'kind=1'"),
     (["neurons", "random", "{store}", "--like", "type=2,lang=ja", "--name", "a/b"], "--name 'a/b'"),
@@ -109,7 +109,7 @@ def test_type1_without_parallel_pairs_is_refused(tmp_path, monkeypatch, capsys):
 
 
 def test_installed_script_exits_2_with_one_line(store):
-    done = subprocess.run([str(TNSTORE), "detect", str(store), "--type", "2", "--lang", "xx"],
+    done = subprocess.run([str(TNSTORE), "detect", str(store), "--type", "2", "--lang", "xx", "--top", "5"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --lang xx: the store has no xx sentences (it has: en, ja)"

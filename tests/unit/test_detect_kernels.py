@@ -133,3 +133,26 @@ def test_parse_like():
     for bad in ("", "type", "colour=red", "lang="):
         with pytest.raises(TnstoreError, match="--like"):
             parse_like(bad)
+
+
+def test_prefetched_passes_items_in_order_and_surfaces_errors():
+    import threading
+
+    from tnstore.analysis.detect import _prefetched
+
+    assert list(_prefetched(iter(range(10)))) == list(range(10))
+
+    def failing():
+        yield 1
+        raise RuntimeError("read failed")
+
+    got = []
+    with pytest.raises(RuntimeError, match="read failed"):
+        for item in _prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+    consumer = _prefetched(iter(range(1000)))
+    assert next(consumer) == 0
+    consumer.close()  # the consumer stops early: the background thread must end too
+    assert not [t for t in threading.enumerate() if t.name == "tnstore-detect-prefetch"]

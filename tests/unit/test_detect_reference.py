@@ -18,7 +18,7 @@ TOLERANCE = 1e-5
 
 def reference_scores(store: Store, type_: int, lang: str, layers: range, dist: str, split: str = "train") -> np.ndarray:
     """Score_i^l for l in `layers`, i in 0..d_mlp-1, by loops over layers, sentences and neurons; (len(layers), d_mlp)."""
-    sentences = store.read_table("sentences").to_pylist()
+    sentences = [s for s in store.read_table("sentences").to_pylist() if s["ablation"] is None]
     l2 = [s for s in sentences if s["lang"] == lang and s["split"] == split and s["kind"] != "nonparallel"]
     l2_rows = np.array([s["row"] for s in l2])
     en_by_pair = {s["pair_id"]: s["row"] for s in sentences

@@ -101,6 +101,21 @@ def test_selection_ignores_nonparallel_rows_and_other_languages_pairs(store):
     assert (result.n_sentences, result.n_pairs) == (40, 40)
 
 
+def test_replayed_captures_do_not_count(store):
+    from tnstore.capture.api import capture_corpus
+
+    first = detect(store, type=1, lang="ja", top=20)
+    before = Store.open(store).sql("SELECT score FROM neuron_scores ORDER BY layer, neuron").column("score").to_numpy()
+    capture_corpus(store=store, corpus=TATOEBA / "en-ja.parallel.train.jsonl", model="tiny-llama", limit=50,
+                   batch_size=8, device="cpu", storage_dtype="float32", progress=False, ablate=first.settings.set_id)
+    db = Store.open(store)
+    assert db.sql("SELECT count(*) AS n FROM sentences WHERE ablation IS NOT NULL").column("n")[0].as_py() == 100
+    again = detect(store, type=1, lang="ja", top=20)
+    assert (again.n_sentences, again.n_pairs) == (40, 40)
+    after = db.sql("SELECT score FROM neuron_scores ORDER BY layer, neuron").column("score").to_numpy()
+    np.testing.assert_array_equal(after, before)
+
+
 def test_split_selects_the_sentences(store):
     capture_into(store, TATOEBA / "en-ja.parallel.test.jsonl", "tiny-llama", limit=12, split="test")
     train = detect(store, type=1, lang="ja", top=5)

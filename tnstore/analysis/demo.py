@@ -29,23 +29,23 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
 
     from tnstore.analysis.detect import detect
 
-    echo("2/4 detect: Type-1 and Type-2 transfer neurons for every language (top 100)")
+    echo("2/4 detect: Type-1 and Type-2 transfer neurons for every language (top 1000)")
     for lang in DEMO_LANGS:
         for tn_type in (1, 2):
-            result = detect(store, type=tn_type, lang=lang, top=100)
+            result = detect(store, type=tn_type, lang=lang, top=1000)
             echo(f"    type {tn_type} {lang}: {result.n_candidates} candidates scored on {result.n_sentences} "
                  f"sentences in {result.seconds:.1f} s")
     _show(store, echo, "Top Type-1 transfer neurons for ja", load_query("ranking"))
-    _show(store, echo, "Where the top-100 sets sit (neurons per layer, Type-1 and Type-2, ja)", load_query("distribution"))
+    _show(store, echo, "Where the top-1000 Type-1 set of ja sits (neurons per layer)", load_query("distribution"))
 
     from tnstore.analysis.stats_corr import corr_ratio
-    from tnstore.analysis.stats_jaccard import jaccard
+    from tnstore.analysis.stats_overlap import jaccard
 
     echo("3/4 stats: correlation ratio of every TN with its language, Jaccard overlap of the sets")
     corr_ratio(store, label="language", progress=False)
-    jaccard(store, type=1, top=100)
-    _show(store, echo, "Mean eta^2 of the top-10/100 TNs vs the language label", load_query("tn_summary"))
-    _show(store, echo, "Jaccard overlap of top-100 Type-1 sets", load_query("jaccard"))
+    jaccard(store, type_=1, top=1000)
+    _show(store, echo, "Mean eta^2 of the top-10/100/1000 TNs vs the language label", load_query("tn_summary"))
+    _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"))
     echo(f"4/4 done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
 
 

@@ -234,7 +234,7 @@ class Store:
         return segs[-1].row_end if segs else 0
 
     def iter_rows(
-        self, name: str, rows: np.ndarray, layer: int | None = None, max_rows: int = 512,
+        self, name: str, rows: np.ndarray, layer: int | slice | None = None, max_rows: int = 512,
         dtype: type | None = np.float32,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream `array[rows, layer]` in blocks of at most `max_rows` rows, as `dtype` (None: as stored).
@@ -265,7 +265,7 @@ class Store:
                 yield order[start:stop], np.asarray(picked, dtype=dtype)
                 start = stop
 
-    def read_rows(self, name: str, rows: np.ndarray, layer: int | None = None) -> np.ndarray:
+    def read_rows(self, name: str, rows: np.ndarray, layer: int | slice | None = None) -> np.ndarray:
         """`array[rows, layer]` as one float32 array, in the order of `rows` (for small selections)."""
         rows = np.asarray(rows, dtype=np.int64)
         out: np.ndarray | None = None

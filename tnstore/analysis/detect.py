@@ -1,0 +1,379 @@
+"""Transfer-neuron detection (method §4): centroids, every candidate neuron's score, the ranked top-n.
+
+Results go into three tables, each part keyed by an id derived from the settings, so running again with the same
+settings replaces exactly its own parts and other settings add parts:
+    centroids, neuron_scores   part = analysis_id   (type, lang, split, dist, layers)
+    transfer_neurons           part = set_id        (analysis_id + top)
+Sentences: the scored L2 sentences are the split's `lang` rows of kind parallel or mono (nonparallel rows are a
+control set that repeats sentences); Type-1's shared centroid uses the split's parallel en-L2 pairs. Replayed
+captures (rows with an ablation) never count. A pair id captured twice (overlapping --limit runs) counts once:
+the lowest row is kept.
+"""
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from tnstore.errors import TnstoreError
+from tnstore.kernels.centroids import hidden_mean, shared_centroid
+from tnstore.kernels.scoring import DISTANCES, LayerTerms, effective_values, layer_terms, score_sums
+from tnstore.store.store import Store
+
+TYPES = (1, 2)
+ENGLISH = "en"
+_ID_SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
+GROUP_BYTES = 256 * 2**20  # value vectors + one block of rows of the layers read together
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """Everything that determines a detection's result."""
+
+    type: int
+    lang: str
+    split: str
+    dist: str
+    layer_start: int  # 0-based decoder layer, inclusive
+    layer_end: int  # exclusive
+    top: int
+
+    @property
+    def analysis_id(self) -> str:
+        """Names the scores and centroids: every setting except `top`."""
+        return f"type{self.type}_{self.lang}_{self.split}_{self.dist}_layers{self.layer_start}-{self.layer_end}"
+
+    @property
+    def set_id(self) -> str:
+        """Names one ranked top-n set."""
+        return f"{self.analysis_id}_top{self.top}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows of the store a detection reads."""
+
+    scored_rows: np.ndarray  # L2 sentences scored (Eq. 7-9) and, for Type-2, averaged into the centroid (Eq. 5)
+    pair_en_rows: np.ndarray  # Type-1: en side of each parallel pair (Eq. 6); empty for Type-2
+    pair_l2_rows: np.ndarray  # Type-1: L2 side of the same pairs
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    settings: DetectSettings
+    n_layers: int
+    n_sentences: int
+    n_pairs: int
+    n_candidates: int
+    seconds: float
+    ranking: pa.Table  # the rows written to transfer_neurons, rank 1 first
+
+
+def default_layers(type_: int, n_layers: int) -> tuple[int, int]:
+    """The paper's split (layers 1-20 of 32 are Type-1 candidates) scaled to the model's depth, rounded half up."""
+    boundary = (n_layers * 20 + 16) // 32
+    return (0, boundary) if type_ == 1 else (boundary, n_layers)
+
+
+def parse_layers(text: str, n_layers: int) -> tuple[int, int]:
+    """`A:B` (0-based decoder layers, half-open) checked against the model's `n_layers`."""
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not match:
+        raise TnstoreError(f"--layers {text!r} must look like A:B (0-based decoder layers, B excluded), e.g. 0:{n_layers}")
+    start, end = int(match.group(1)), int(match.group(2))
+    if not 0 <= start < end <= n_layers:
+        raise TnstoreError(f"--layers {text}: need 0 <= A < B <= {n_layers} (the model has {n_layers} decoder layers)")
+    return start, end
+
+
+def resolve_settings(
+    facts: dict, type_: int, lang: str, top: int, layers: str | tuple[int, int] | None, split: str, dist: str,
+) -> DetectSettings:
+    """Validate the user's choices against the model (not yet against the sentences)."""
+    n_layers, d_mlp = int(facts["n_layers"]), int(facts["d_mlp"])
+    if type_ not in TYPES:
+        raise TnstoreError(f"--type {type_} is not 1 (L2 -> shared space) or 2 (shared space -> L2)")
+    if dist not in DISTANCES:
+        raise TnstoreError(f"--dist {dist!r} is not one of {', '.join(DISTANCES)}")
+    if type_ == 1 and lang == ENGLISH:
+        raise TnstoreError(
+            "--lang en: Type-1 neurons move an L2 towards the en-centred shared space; choose a non-English --lang")
+    if layers is None:
+        start, end = default_layers(type_, n_layers)
+        if start >= end:
+            raise TnstoreError(f"the model's {n_layers} layers leave no default Type-{type_} layers; pass --layers A:B")
+    elif isinstance(layers, str):
+        start, end = parse_layers(layers, n_layers)
+    else:
+        start, end = parse_layers(f"{layers[0]}:{layers[1]}", n_layers)
+    n_candidates = (end - start) * d_mlp
+    if not 1 <= top <= n_candidates:
+        raise TnstoreError(
+            f"--top {top}: layers {start}:{end} hold {n_candidates} candidate neurons; choose 1..{n_candidates}")
+    settings = DetectSettings(type_, lang, split, dist, start, end, top)
+    if not _ID_SAFE.match(settings.set_id):
+        raise TnstoreError(f"--lang {lang!r} / --split {split!r}: use letters, digits, '-', '_' or '.' only")
+    return settings
+
+
+def select_rows(store: Store, settings: DetectSettings) -> Selection:
+    """The sentences a detection reads, with one-line errors when the store lacks them."""
+    con = store.connect()  # one connection for both queries: building the views costs more than the queries
+    try:
+        scored = _rows(con, SCORED_SQL, [settings.lang, settings.split])[0]
+        if len(scored) == 0:
+            _explain_missing_lang(con, settings.lang, settings.split)
+        if settings.type == 2:
+            empty = np.empty(0, dtype=np.int64)
+            return Selection(scored, empty, empty)
+        en_rows, l2_rows = _rows(con, PAIRS_SQL, [settings.split, ENGLISH, settings.lang, ENGLISH, settings.lang])
+    finally:
+        con.close()
+    if len(en_rows) == 0:
+        raise TnstoreError(
+            f"split {settings.split} has no parallel en-{settings.lang} pairs; Type-1 needs them for the shared "
+            f"centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with --split {settings.split}")
+    return Selection(scored, en_rows, l2_rows)
+
+
+# The L2 sentences to score: one row per pair id (the lowest), every row without one.
+SCORED_SQL = """
+SELECT min(row) AS row FROM sentences
+WHERE lang = ? AND split = ? AND kind <> 'nonparallel' AND ablation IS NULL
+GROUP BY coalesce(pair_id, 'row:' || row) ORDER BY row
+"""
+# Parallel en-L2 pairs of a split: (en row, L2 row), one per pair id.
+PAIRS_SQL = """
+WITH side AS (
+    SELECT lang, pair_id, min(row) AS row FROM sentences
+    WHERE split = ? AND kind = 'parallel' AND pair_id IS NOT NULL AND lang IN (?, ?) AND ablation IS NULL
+    GROUP BY lang, pair_id)
+SELECT en.row AS en_row, l2.row AS l2_row FROM side en JOIN side l2 USING (pair_id)
+WHERE en.lang = ? AND l2.lang = ? ORDER BY l2.row
+"""
+
+
+def detect(
+    store_path: str | Path, type: int, lang: str, top: int = 1000, layers: str | tuple[int, int] | None = None,
+    split: str = "train", dist: str = "cosine", max_rows: int = 2048, wait_seconds: float = 0.0,
+) -> DetectResult:
+    """Score every candidate neuron (Eq. 7-9), rank them and write centroids, neuron_scores and transfer_neurons.
+
+    `layers`: 0-based half-open decoder-layer range ("A:B" or a tuple); default `default_layers`.
+    `max_rows`: store rows per streamed block (one matrix product per layer and block; when the L2 rows are
+    interleaved with their en partners, a block holds about half as many scored sentences). Memory stays within about
+    three blocks in flight (value vectors plus rows of the layers read together, ~GROUP_BYTES each when a layer
+    fits) plus ~5 float32 (max_rows, d_mlp) temporaries of the elementwise pass.
+    """
+    t0 = time.perf_counter()
+    store = Store.open(store_path)
+    settings = resolve_settings(store.model_facts, type, lang, top, layers, split, dist)
+    with store.writing(f"detect {settings.set_id}", wait_seconds):
+        selection = select_rows(store, settings)
+        centroids, scores = _score_layers(store, settings, selection, max_rows)
+        if not np.isfinite(scores).all():
+            raise TnstoreError(
+                f"non-finite neuron scores in {settings.analysis_id} (a zero residual or centroid?); "
+                "check the store's sentences with `tnstore info`")
+        ranking = _ranking_table(settings, scores)
+        store.write_part("centroids", settings.analysis_id, _centroid_table(settings, selection, centroids))
+        store.write_part("neuron_scores", settings.analysis_id, _scores_table(settings, len(selection.scored_rows), scores))
+        store.write_part("transfer_neurons", settings.set_id, ranking)
+    return DetectResult(
+        settings=settings, n_layers=int(store.model_facts["n_layers"]), n_sentences=len(selection.scored_rows),
+        n_pairs=len(selection.pair_en_rows), n_candidates=scores.size, seconds=time.perf_counter() - t0,
+        ranking=ranking,
+    )
+
+
+# ---------------------------------------------------------------- computation
+@dataclass(frozen=True)
+class _Work:
+    """One streamed block of scored rows for one group of consecutive candidate layers (g layers)."""
+
+    layers: range
+    centroids: np.ndarray  # (g, d) float64
+    terms: list[LayerTerms]  # per layer of the group
+    resid: np.ndarray  # (n_block, g, d)
+    act: np.ndarray  # (n_block, g, d_mlp)
+    scale: np.ndarray  # (n_block, g)
+
+
+def _score_layers(
+    store: Store, settings: DetectSettings, selection: Selection, max_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (n_cand_layers, d) float64 and scores (n_cand_layers, d_mlp) float64 of the candidate layers.
+
+    Reading and preparing the next block (Zarr decompression, float16 casts, per-layer constants) runs in a
+    background thread while this one does the matrix products, so I/O hides behind BLAS.
+    """
+    first, n_layers = settings.layer_start, settings.layer_end - settings.layer_start
+    d_model, d_mlp = int(store.model_facts["d_model"]), int(store.model_facts["d_mlp"])
+    centroids = np.zeros((n_layers, d_model))
+    sums = np.zeros((n_layers, d_mlp))
+    for work in _prefetched(_prepare(store, settings, selection, max_rows)):
+        for j, layer in enumerate(work.layers):
+            centroids[layer - first] = work.centroids[j]
+            sums[layer - first] += score_sums(work.terms[j], work.resid[:, j], work.act[:, j], work.scale[:, j])
+    return centroids, sums / len(selection.scored_rows)
+
+
+def _prepare(store: Store, settings: DetectSettings, selection: Selection, max_rows: int) -> Iterator[_Work]:
+    """Everything scoring needs, layer group by layer group, row block by row block."""
+    rows = selection.scored_rows
+    down_proj, gain = store.model_array("down_proj"), store.model_array("mlp_out_gain")
+    for layers in _layer_groups(store.model_facts, settings, min(len(rows), max_rows)):
+        group = slice(layers.start, layers.stop)
+        if settings.type == 1:
+            centroids = shared_centroid(store, selection.pair_en_rows, selection.pair_l2_rows, layers, max_rows)
+        else:
+            centroids = hidden_mean(store, rows, layers, max_rows)
+        values, gains = down_proj[group], np.asarray(gain[group], dtype=np.float32)  # (g, d_mlp, d), (g, d)
+        terms = [layer_terms(effective_values(values[j], gains[j]), centroids[j], settings.dist)
+                 for j in range(len(layers))]
+        del values
+        scale = store.read_rows("mlp_out_scale", rows, group)  # (n, g)
+        for positions, resid, act in _aligned_blocks(store, rows, group, max_rows):
+            yield _Work(layers, centroids, terms, resid, act, scale[positions])
+
+
+def _prefetched(items: Iterator[_Work], depth: int = 1) -> Iterator[_Work]:
+    """Run `items` in a background thread, at most `depth` items ahead; its exceptions surface here."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="tnstore-detect-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
+
+
+def _layer_groups(facts: dict, settings: DetectSettings, block_rows: int) -> Iterator[range]:
+    """Consecutive candidate layers read together, as many as fit GROUP_BYTES (at least one).
+
+    Small models then need a handful of Zarr reads in all; a LLaMA-8B layer alone fills the budget.
+    """
+    d_model, d_mlp = int(facts["d_model"]), int(facts["d_mlp"])
+    per_layer = 4 * (d_mlp * d_model + block_rows * (d_model + d_mlp))  # float32 value vectors + one block of rows
+    size = max(1, GROUP_BYTES // per_layer)
+    for start in range(settings.layer_start, settings.layer_end, size):
+        yield range(start, min(start + size, settings.layer_end))
+
+
+def _aligned_blocks(
+    store: Store, rows: np.ndarray, layers: slice, max_rows: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(positions, resid_pre_mlp (n, g, d), mlp_act (n, g, d_mlp)) of a layer group, streamed together.
+
+    Both arrays share a segment's row chunking, so their blocks cover the same rows; checked, not assumed.
+    """
+    resid_blocks = store.iter_rows("resid_pre_mlp", rows, layers, max_rows)
+    act_blocks = store.iter_rows("mlp_act", rows, layers, max_rows)
+    for (positions, resid), (act_positions, act) in zip(resid_blocks, act_blocks, strict=True):
+        if not np.array_equal(positions, act_positions):
+            raise RuntimeError("resid_pre_mlp and mlp_act are chunked differently; the store is inconsistent")
+        yield positions, resid, act
+
+
+# ---------------------------------------------------------------- tables
+def _ranking_order(scores: np.ndarray) -> np.ndarray:
+    """Flat indices into scores (n_layers, d_mlp) by score descending; ties go to the lower layer, then neuron."""
+    flat = scores.ravel()
+    return np.lexsort((np.arange(flat.size), -flat))
+
+
+def _ranking_table(settings: DetectSettings, scores: np.ndarray) -> pa.Table:
+    best = _ranking_order(scores)[: settings.top]
+    d_mlp = scores.shape[1]
+    n = len(best)
+    return pa.table({
+        "set_id": [settings.set_id] * n, "analysis_id": [settings.analysis_id] * n,
+        "lang": [settings.lang] * n, "type": np.full(n, settings.type, np.int8), "split": [settings.split] * n,
+        "dist": [settings.dist] * n, "layer_start": np.full(n, settings.layer_start, np.int32),
+        "layer_end": np.full(n, settings.layer_end, np.int32), "top": np.full(n, settings.top, np.int32),
+        "rank": np.arange(1, n + 1, dtype=np.int32),
+        "layer": (settings.layer_start + best // d_mlp).astype(np.int32),
+        "neuron": (best % d_mlp).astype(np.int32),
+        "score": scores.ravel()[best],
+    })
+
+
+def _scores_table(settings: DetectSettings, n_sentences: int, scores: np.ndarray) -> pa.Table:
+    n_layers, d_mlp = scores.shape
+    n = scores.size
+    return pa.table({
+        "analysis_id": [settings.analysis_id] * n, "lang": [settings.lang] * n,
+        "type": np.full(n, settings.type, np.int8), "split": [settings.split] * n, "dist": [settings.dist] * n,
+        "layer_start": np.full(n, settings.layer_start, np.int32), "layer_end": np.full(n, settings.layer_end, np.int32),
+        "n_sentences": np.full(n, n_sentences, np.int64),
+        "layer": np.repeat(np.arange(settings.layer_start, settings.layer_start + n_layers, dtype=np.int32), d_mlp),
+        "neuron": np.tile(np.arange(d_mlp, dtype=np.int32), n_layers),
+        "score": scores.ravel(),
+    })
+
+
+def _centroid_table(settings: DetectSettings, selection: Selection, centroids: np.ndarray) -> pa.Table:
+    layers = np.arange(settings.layer_start, settings.layer_end, dtype=np.int32)
+    n = len(layers)
+    shared = settings.type == 1
+    count = len(selection.pair_en_rows) if shared else len(selection.scored_rows)
+    return pa.table({
+        "analysis_id": [settings.analysis_id] * n, "lang": [settings.lang] * n,
+        "type": np.full(n, settings.type, np.int8), "split": [settings.split] * n,
+        "target": ["shared" if shared else "L2"] * n, "layer": layers, "hidden_index": layers + 1,
+        "n": np.full(n, count, np.int64),
+        "centroid": pa.FixedSizeListArray.from_arrays(centroids.astype(np.float32).ravel(), centroids.shape[1])
+                    .cast(pa.list_(pa.float32())),
+    })
+
+
+# ---------------------------------------------------------------- helpers
+def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list) -> list[np.ndarray]:
+    """Every column of a query's result as an int64 array."""
+    result = con.execute(query, params).fetchnumpy()
+    return [np.asarray(column, dtype=np.int64) for column in result.values()]
+
+
+def _explain_missing_lang(con: duckdb.DuckDBPyConnection, lang: str, split: str) -> None:
+    langs = [r[0] for r in con.execute("SELECT DISTINCT lang FROM sentences ORDER BY lang").fetchall()]
+    if lang not in langs:
+        raise TnstoreError(f"--lang {lang}: the store has no {lang} sentences (it has: {', '.join(langs) or 'none'})")
+    splits = [r[0] for r in con.execute(
+        "SELECT DISTINCT split FROM sentences WHERE lang = ? AND kind <> 'nonparallel' AND ablation IS NULL ORDER BY split",
+        [lang]).fetchall()]
+    where = f"splits with {lang}: {', '.join(splits)}" if splits else f"only nonparallel {lang} sentences are captured"
+    raise TnstoreError(f"--split {split}: no {lang} sentences to score in split {split} ({where}); pass another --split")

@@ -1,0 +1,143 @@
+"""Named neuron sets for ablation: random baselines drawn like a transfer-neuron set, and listing what is stored.
+
+A random baseline (method §5) has as many neurons as its transfer-neuron set, drawn uniformly without replacement
+from the same candidate layers (all neurons of layers layer_start .. layer_end - 1) minus that set's neurons.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tnstore.errors import TnstoreError
+from tnstore.store.store import Store
+
+LIKE_KEYS = ("type", "lang", "split", "dist", "layers", "top", "set")
+_NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
+
+
+@dataclass(frozen=True)
+class RandomSet:
+    name: str
+    like_set_id: str
+    seed: int
+    layer_start: int
+    layer_end: int
+    layers: np.ndarray  # (k,) int32
+    neurons: np.ndarray  # (k,) int32
+
+
+def parse_like(spec: str) -> dict[str, str]:
+    """`type=1,lang=ja[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]` -> {key: value}."""
+    like: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value or key not in LIKE_KEYS:
+            raise TnstoreError(f"--like {spec!r}: write key=value pairs separated by commas, keys {', '.join(LIKE_KEYS)}")
+        like[key] = value
+    if not like:
+        raise TnstoreError("--like is empty; name the transfer-neuron set, e.g. --like type=1,lang=ja")
+    return like
+
+
+def draw_random(
+    tn_layers: np.ndarray, tn_neurons: np.ndarray, layer_start: int, layer_end: int, d_mlp: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """As many (layer, neuron) as the TN set, uniform without replacement from layers [start, end) minus the TNs.
+
+    Returns (layers, neurons), int32, sorted by layer then neuron. Same inputs and seed -> same draw.
+    """
+    k = len(tn_layers)
+    first = layer_start * d_mlp
+    candidates = np.arange(first, layer_end * d_mlp, dtype=np.int64)
+    taken = np.asarray(tn_layers, dtype=np.int64) * d_mlp + np.asarray(tn_neurons, dtype=np.int64)
+    pool = np.setdiff1d(candidates, taken, assume_unique=True)
+    if k > len(pool):
+        raise TnstoreError(
+            f"a random set of {k} neurons does not fit in the {len(pool)} candidates left outside the set "
+            f"(layers {layer_start}:{layer_end}); use a smaller --top")
+    chosen = np.sort(np.random.default_rng(seed).choice(pool, size=k, replace=False))
+    return (chosen // d_mlp).astype(np.int32), (chosen % d_mlp).astype(np.int32)
+
+
+def find_set(store: Store, like: dict[str, str], top: int | None = None) -> dict:
+    """The one transfer_neurons set matching `like` (and `top`); an error lists the choices when not exactly one."""
+    sets = store.sql(
+        "SELECT set_id, lang, type, split, dist, layer_start, layer_end, top, count(*) AS n "
+        "FROM transfer_neurons GROUP BY ALL ORDER BY set_id").to_pylist()
+    wanted = dict(like)
+    if top is not None:
+        wanted["top"] = str(top)
+    matches = [s for s in sets if all(_matches(s, key, value) for key, value in wanted.items())]
+    spec = ",".join(f"{k}={v}" for k, v in wanted.items())
+    if not matches:
+        stored = ", ".join(s["set_id"] for s in sets) or "none"
+        raise TnstoreError(f"no transfer-neuron set matches {spec} (stored: {stored}); run `tnstore detect` first")
+    if len(matches) > 1:
+        ids = ", ".join(s["set_id"] for s in matches)
+        raise TnstoreError(
+            f"{len(matches)} transfer-neuron sets match {spec} ({ids}); narrow it with --top or top=, dist=, split=, layers=")
+    return matches[0]
+
+
+def random_baseline(
+    store_path: str | Path, like: str | dict[str, str], top: int | None = None, seed: int = 0,
+    name: str | None = None, wait_seconds: float = 0.0,
+) -> RandomSet:
+    """Draw a random baseline for the TN set matching `like` and store it in `neuron_sets` under `name`.
+
+    The default name is `random_<set_id>_seed<seed>`; storing under an existing name replaces that set.
+    """
+    if seed < 0:
+        raise TnstoreError(f"--seed {seed}: use a seed >= 0")
+    store = Store.open(store_path)
+    like = parse_like(like) if isinstance(like, str) else like
+    with store.writing("neurons random", wait_seconds):
+        tn = find_set(store, like, top)
+        name = name or f"random_{tn['set_id']}_seed{seed}"
+        if not _NAME.match(name):
+            raise TnstoreError(f"--name {name!r}: use letters, digits, '-', '_', '.' or '=' only")
+        members = store.sql("SELECT layer, neuron FROM transfer_neurons WHERE set_id = ?", [tn["set_id"]])
+        layers, neurons = draw_random(
+            members.column("layer").to_numpy(), members.column("neuron").to_numpy(),
+            tn["layer_start"], tn["layer_end"], int(store.model_facts["d_mlp"]), seed)
+        store.write_part("neuron_sets", name, _set_table(name, tn, seed, layers, neurons))
+    return RandomSet(name, tn["set_id"], seed, tn["layer_start"], tn["layer_end"], layers, neurons)
+
+
+def list_sets(store_path: str | Path) -> pa.Table:
+    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes."""
+    return Store.open(store_path).sql(LIST_SQL)
+
+
+LIST_SQL = """
+SELECT set_id AS name, 'detect' AS origin, lang, type, layer_start, layer_end, count(*) AS n,
+       NULL::VARCHAR AS like_set_id, NULL::BIGINT AS seed
+FROM transfer_neurons GROUP BY ALL
+UNION ALL
+SELECT name, origin, lang, type, layer_start, layer_end, count(*) AS n, like_set_id, seed
+FROM neuron_sets GROUP BY ALL
+ORDER BY origin, name
+"""
+
+
+def _matches(stored: dict, key: str, value: str) -> bool:
+    if key == "set":
+        return stored["set_id"] == value
+    if key == "layers":
+        return f"{stored['layer_start']}:{stored['layer_end']}" == value.replace(" ", "")
+    return str(stored[key]) == value
+
+
+def _set_table(name: str, tn: dict, seed: int, layers: np.ndarray, neurons: np.ndarray) -> pa.Table:
+    k = len(layers)
+    return pa.table({
+        "name": [name] * k, "origin": ["random"] * k, "like_set_id": [tn["set_id"]] * k,
+        "seed": np.full(k, seed, np.int64), "lang": [tn["lang"]] * k, "type": np.full(k, tn["type"], np.int8),
+        "layer_start": np.full(k, tn["layer_start"], np.int32), "layer_end": np.full(k, tn["layer_end"], np.int32),
+        "layer": layers, "neuron": neurons,
+    })
