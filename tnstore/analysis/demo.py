@@ -35,7 +35,7 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
             result = detect(store, type=tn_type, lang=lang, top=1000)
             echo(f"    type {tn_type} {lang}: {result.n_candidates} candidates scored on {result.n_sentences} "
                  f"sentences in {result.seconds:.1f} s")
-    _show(store, echo, "Top Type-1 transfer neurons for ja", load_query("ranking"))
+    _show(store, echo, "Top Type-1 transfer neurons for ja", load_query("ranking"), "rank, layer, neuron, score", "rank <= 10")
     _show(store, echo, "Where the top-1000 Type-1 set of ja sits (neurons per layer)", load_query("distribution"))
 
     from tnstore.analysis.stats_corr import corr_ratio
@@ -44,11 +44,16 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
     echo("3/4 stats: correlation ratio of every TN with its language, Jaccard overlap of the sets")
     corr_ratio(store, label="language", progress=False)
     jaccard(store, type_=1, top=1000)
-    _show(store, echo, "Mean eta^2 of the top-10/100/1000 TNs vs the language label", load_query("tn_summary"))
-    _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"))
+    _show(store, echo, "Mean eta^2 of the top-10/100/1000 TNs vs the language label", load_query("tn_summary"),
+          "lang, type, eta2_top10, eta2_top100, eta2_top1000, sig_eta2_gt_0_1, sig_eta2_gt_0_25")
+    _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"),
+          "lang_a, lang_b, n_intersection, jaccard", "layer IS NULL")
     echo(f"4/4 done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
 
 
-def _show(store: Path, echo: Callable[[str], None], title: str, query: str) -> None:
+def _show(store: Path, echo: Callable[[str], None], title: str, query: str, columns: str = "*",
+          where: str = "true") -> None:
+    """Print a shipped query's result; `columns`/`where` trim it for the screen (the query file is unchanged)."""
     echo(f"\n== {title}")
-    echo(render(Store.open(store).sql(query), "table", max_rows=20))
+    trimmed = f"SELECT {columns} FROM (\n{query}\n) AS result WHERE {where}"
+    echo(render(Store.open(store).sql(trimmed), "table", max_rows=20))
