@@ -10,7 +10,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# CI and developers have the project's shared data beside the checkout; TNSTORE_SHARED points elsewhere.
+SHARED = Path(os.environ.get("TNSTORE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TATOEBA = SHARED / "data" / "tatoeba"
 MKQA = SHARED / "data" / "mkqa" / "mkqa.queries.parallel.jsonl"
 
