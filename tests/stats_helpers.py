@@ -3,13 +3,11 @@ transfer-neuron sets written as detection would, reference statistics written fr
 from __future__ import annotations
 
 import hashlib
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import zarr
 
 from tnstore.store.schema import arrow_schema
@@ -115,19 +113,6 @@ def eta2_reference(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ CLI, store state
-def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:
-    """Run `tnstore ARGS` in-process through the real entry point; returns (exit code, stdout, stderr)."""
-    from tnstore.cli.app import main
-
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["tnstore", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def snapshot(path: Path) -> dict[str, str]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tests.stats_helpers import eta2_reference, random_neurons, raw_activations, run_cli, write_tn_set
+from tests.cli_runner import run_cli
+from tests.stats_helpers import eta2_reference, random_neurons, raw_activations, write_tn_set
 from tnstore.store.store import Store
 
 L2 = ("ja", "nl", "ko", "it")
@@ -50,7 +51,7 @@ def _check(rows: list[dict], acts: np.ndarray, groups_of) -> None:
 
 def test_language_label_on_captured_activations(captured, capsys, monkeypatch):
     path, acts, langs = captured
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "language")
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "language")
     assert code == 0, err
     assert "en=160 it=40 ja=40 ko=40 nl=40" in out
     rows = Store.open(path).sql("SELECT * FROM tn_corr_ratio WHERE label = 'language'").to_pylist()
@@ -60,7 +61,7 @@ def test_language_label_on_captured_activations(captured, capsys, monkeypatch):
 
 def test_family_label_on_captured_activations(captured, capsys, monkeypatch):
     path, acts, langs = captured
-    code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "family",
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "family",
                            "--family", "en,nl,it:ja,ko")
     assert code == 0, err
     rows = Store.open(path).sql("SELECT * FROM tn_corr_ratio WHERE label = 'family'").to_pylist()
@@ -71,7 +72,7 @@ def test_family_label_on_captured_activations(captured, capsys, monkeypatch):
 
 def test_lang_neurons_on_captured_activations(captured, capsys, monkeypatch):
     path, acts, langs = captured
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "lang-neurons", path, "--thresholds", "0.05,0.1")
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "lang-neurons", path, "--thresholds", "0.05,0.1")
     assert code == 0, err
     store = Store.open(path)
     n, n_layers, d_mlp = acts.shape

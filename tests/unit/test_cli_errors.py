@@ -4,28 +4,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TATOEBA, capture_into
-from tnstore.cli.app import main
+from tests.cli_runner import run_cli
 
 PAIRS = TATOEBA / "en-ja.parallel.train.jsonl"
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real `tnstore` entry point in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["tnstore", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def tree_digest(root: Path) -> str:

@@ -13,20 +13,11 @@ import pytest
 
 from tests.conftest import capture_into
 from tests.unit.test_detect_store import snapshot
-from tnstore.cli.app import main
+from tests.cli_runner import run_cli
 
 TNSTORE = Path(sys.executable).with_name("tnstore")
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tnstore", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@ against references that read the raw Zarr arrays and pick the sentences in plain
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sklearn.decomposition import PCA
 
 from tests.conftest import MKQA, TATOEBA, capture_into
 from tests.unit.test_latent_kernels import _cos, _dims_reference, _mutual_knn_reference, _probe_reference
+from tests.cli_runner import run_cli
 from tnstore.analysis import latent
 from tnstore.capture.api import capture_corpus
 from tnstore.errors import TnstoreError
@@ -233,18 +233,6 @@ def test_rerun_replaces_only_the_layers_and_ks_it_computed(store_path):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def run_cli(capsys, monkeypatch, *args: object) -> tuple[int, str, str]:
-    from tnstore.cli.app import main
-
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["tnstore", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def snapshot(path: Path) -> dict[str, str]:
@@ -256,7 +244,7 @@ def test_cli_prints_a_per_layer_summary_and_draws(store_path, tmp_path, capsys, 
     for command, figure in [(("pca",), "pca.png"), (("knn", "--k", "5", "--lang", "nl"), "knn.png"),
                             (("similarity", "--layers", "2:4"), None), (("trajectory", "--middle", "3"), "t.svg")]:
         extra = ("--figure", tmp_path / figure) if figure else ()
-        code, out, err = run_cli(capsys, monkeypatch, "latent", command[0], store_path, *command[1:], *extra)
+        code, out, err = run_cli(monkeypatch, capsys, "latent", command[0], store_path, *command[1:], *extra)
         assert code == 0, err
         assert "hidden_index" in out and "wrote" in out
         if figure:
@@ -285,7 +273,7 @@ def test_cli_prints_a_per_layer_summary_and_draws(store_path, tmp_path, capsys, 
 ])
 def test_cli_error_is_one_line_and_the_store_is_unchanged(store_path, args, message, capsys, monkeypatch):
     before = snapshot(store_path)
-    code, out, err = run_cli(capsys, monkeypatch, "latent", args[0], store_path, *args[1:])
+    code, out, err = run_cli(monkeypatch, capsys, "latent", args[0], store_path, *args[1:])
     assert code == 2, out + err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err, err

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 from scipy import stats as sps
 
+from tests.cli_runner import run_cli
 from tests.stats_helpers import (
-    eta2_reference, random_neurons, raw_activations, run_cli, write_synthetic_store, write_tn_set,
+    eta2_reference, random_neurons, raw_activations, write_synthetic_store, write_tn_set,
 )
 from tnstore.analysis.stats import DEFAULT_WHERE, compute_group_stats, eta2_table, query, select_sentences
 from tnstore.store.store import Store
@@ -67,7 +68,7 @@ def _check_row(row: dict, x: np.ndarray, groups: np.ndarray, positive: str | Non
 
 def test_language_label_matches_scipy(synth, capsys, monkeypatch):
     path, acts, langs, default = synth
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "language")
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "language")
     assert code == 0, err
     assert "eta2_top10" in out and "wrote 96 rows to tn_corr_ratio" in out
     train = default
@@ -82,7 +83,7 @@ def test_language_label_matches_scipy(synth, capsys, monkeypatch):
 
 def test_family_label_leaves_other_languages_out(synth, capsys, monkeypatch):
     path, acts, langs, default = synth
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "family",
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "family",
                              "--family", "en,nl,it:ja,ko")
     assert code == 0, err
     rows = _rows(path, "SELECT * FROM tn_corr_ratio WHERE label = 'family'", [])
@@ -99,7 +100,7 @@ def test_sql_label_with_three_groups_and_where(synth, capsys, monkeypatch):
     path, acts, langs, default = synth
     expr = "CASE WHEN lang IN ('ja', 'ko') THEN 'cjk' WHEN lang = 'en' THEN 'en' WHEN lang <> 'de' THEN 'eu' END"
     where = "split = 'train' AND row % 2 = 0"  # replaces the default, which also drops ablation replays
-    code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--label", "sql", "--label-sql", expr,
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "sql", "--label-sql", expr,
                            "--where", where, "--sets", "type = 1")
     assert code == 0, err
     rows = _rows(path, "SELECT * FROM tn_corr_ratio WHERE label = 'sql' AND where_sql = ?", [where])
@@ -115,7 +116,7 @@ def test_all_neurons_adds_every_neuron_for_every_language(synth, capsys, monkeyp
     path, acts, langs, default = synth
     where = "split = 'test' OR lang = 'de'"
     splits = np.where(np.arange(len(langs)) % 9 == 0, "test", "train")
-    code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--all-neurons", "--where", where)
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--all-neurons", "--where", where)
     assert code == 0, err
     picked = (splits == "test") | (langs == "de")
     every = _rows(path, "SELECT * FROM tn_corr_ratio WHERE where_sql = ? AND set_id IS NULL "
@@ -136,10 +137,10 @@ def test_all_neurons_adds_every_neuron_for_every_language(synth, capsys, monkeyp
 def test_rerun_replaces_rows_and_reuses_group_stats(synth, capsys, monkeypatch):
     path = synth[0]
     args = ("stats", "corr-ratio", path, "--label", "family", "--family", "en,nl,it:ja,ko")
-    run_cli(capsys, monkeypatch, *args)
+    run_cli(monkeypatch, capsys, *args)
     before = _rows(path, "SELECT count(*) AS n FROM tn_corr_ratio", [])[0]["n"]
     stats_before = _rows(path, "SELECT count(*) AS n FROM group_stats", [])[0]["n"]
-    code, out, _ = run_cli(capsys, monkeypatch, *args)
+    code, out, _ = run_cli(monkeypatch, capsys, *args)
     assert code == 0 and "reused" in out
     assert _rows(path, "SELECT count(*) AS n FROM tn_corr_ratio", [])[0]["n"] == before
     assert _rows(path, "SELECT count(*) AS n FROM group_stats", [])[0]["n"] == stats_before
@@ -147,7 +148,7 @@ def test_rerun_replaces_rows_and_reuses_group_stats(synth, capsys, monkeypatch):
 
 def test_lang_neurons_match_numpy_and_counts(synth, capsys, monkeypatch):
     path, acts, langs, default = synth
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "lang-neurons", path, "--thresholds", "0.1,0.25,0.5")
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "lang-neurons", path, "--thresholds", "0.1,0.25,0.5")
     assert code == 0, err
     train = default
     x = acts[train].reshape(train.sum(), -1)
@@ -173,7 +174,7 @@ def test_lang_neurons_match_numpy_and_counts(synth, capsys, monkeypatch):
 def test_group_stats_can_be_resliced_in_sql(synth, capsys, monkeypatch):
     """`stats groups` once, then any merge of its groups is a label: ja+ko vs nl, en and it left out."""
     path, acts, langs, default = synth
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "groups", path, "--group-by", "lang")
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "groups", path, "--group-by", "lang")
     assert code == 0, err
     store = Store.open(path)
     gs = compute_group_stats(store, select_sentences(store, "lang", DEFAULT_WHERE))
@@ -211,11 +212,11 @@ def test_shipped_queries_run_as_is_through_tnstore_sql(synth, capsys, monkeypatc
     """`tnstore sql STORE "$(cat queries/X.sql)"` works on a store the commands have filled, with their defaults."""
     path, acts, langs, default = synth
     for command in (("corr-ratio",), ("lang-neurons",), ("jaccard", "--type", 1, "--top", 5)):
-        assert run_cli(capsys, monkeypatch, "stats", command[0], path, *command[1:])[0] == 0
+        assert run_cli(monkeypatch, capsys, "stats", command[0], path, *command[1:])[0] == 0
     for name in ("eta2", "tn_summary", "lang_neurons", "jaccard"):
-        code, out, err = run_cli(capsys, monkeypatch, "sql", path, query(name), "--format", "json")
+        code, out, err = run_cli(monkeypatch, capsys, "sql", path, query(name), "--format", "json")
         assert code == 0, (name, err)
-    _, out, _ = run_cli(capsys, monkeypatch, "sql", path, query("eta2"), "--format", "csv")
+    _, out, _ = run_cli(monkeypatch, capsys, "sql", path, query("eta2"), "--format", "csv")
     lines = out.strip().splitlines()
     assert lines[0].replace("\"", "").startswith("label_id,layer,neuron,n,k,ss_between,ss_within,eta2,anova_f")
     eta = np.array([float(line.split(",")[7]) for line in lines[1:]])

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.stats_helpers import random_neurons, run_cli, snapshot, write_synthetic_store, write_tn_set
+from tests.cli_runner import run_cli
+from tests.stats_helpers import random_neurons, snapshot, write_synthetic_store, write_tn_set
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ CORR = ("stats", "corr-ratio")
 def test_error_is_one_line_and_store_is_unchanged(store_path, args, message, capsys, monkeypatch):
     before = snapshot(store_path)
     command, rest = args[:2], args[2:]
-    code, out, err = run_cli(capsys, monkeypatch, *command, store_path, *rest)
+    code, out, err = run_cli(monkeypatch, capsys, *command, store_path, *rest)
     assert code == 2, out + err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
@@ -61,9 +62,9 @@ def test_no_sets_without_all_neurons(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(0)
     path = tmp_path / "s"
     write_synthetic_store(path, rng.standard_normal((20, 1, 3)), ["en", "ja"] * 10)
-    code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path)
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path)
     assert code == 2 and "run `tnstore detect` first, or pass --all-neurons" in err
-    code, _, err = run_cli(capsys, monkeypatch, "stats", "corr-ratio", path, "--all-neurons")
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--all-neurons")
     assert code == 0, err
 
 

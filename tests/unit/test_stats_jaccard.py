@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from tests.stats_helpers import model_facts, random_neurons, run_cli, snapshot, write_tn_set
+from tests.cli_runner import run_cli
+from tests.stats_helpers import model_facts, random_neurons, snapshot, write_tn_set
 from tnstore.store.store import Store
 
 
@@ -37,7 +38,7 @@ def _expected(a: list, b: list, top: int, layer: int | None) -> tuple[int, int, 
 @pytest.mark.parametrize("top", [5, 14])
 def test_jaccard_equals_set_arithmetic(tn_store, top, capsys, monkeypatch):
     path, sets = tn_store
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "jaccard", path, "--type", 1, "--top", top, "--by-layer")
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "jaccard", path, "--type", 1, "--top", top, "--by-layer")
     assert code == 0, err
     assert "per layer" in out and "ja-ko" in out
     rows = Store.open(path).sql("SELECT * FROM tn_jaccard WHERE top = ?", [top]).to_pylist()
@@ -62,7 +63,7 @@ def test_jaccard_equals_set_arithmetic(tn_store, top, capsys, monkeypatch):
 
 def test_bigger_set_is_used_when_the_smaller_is_too_short(tn_store, capsys, monkeypatch):
     path, sets = tn_store
-    code, _, err = run_cli(capsys, monkeypatch, "stats", "jaccard", path, "--type", 1, "--top", 12,
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "jaccard", path, "--type", 1, "--top", 12,
                            "--sets", "set_id IN ('ja-big', 'nl-t1')")
     assert code == 0, err
     (row,) = Store.open(path).sql("SELECT * FROM tn_jaccard WHERE top = 12 AND layer IS NULL AND "
@@ -74,7 +75,7 @@ def test_bigger_set_is_used_when_the_smaller_is_too_short(tn_store, capsys, monk
 def test_rerun_replaces_its_part(tn_store, capsys, monkeypatch):
     path, _ = tn_store
     for _ in range(2):
-        assert run_cli(capsys, monkeypatch, "stats", "jaccard", path, "--type", 1, "--top", 3)[0] == 0
+        assert run_cli(monkeypatch, capsys, "stats", "jaccard", path, "--type", 1, "--top", 3)[0] == 0
     n = Store.open(path).sql("SELECT count(*) AS n FROM tn_jaccard WHERE top = 3").column("n")[0].as_py()
     assert n == len({(r["set_a"], r["set_b"], r["layer"]) for r in Store.open(path).sql(
         "SELECT * FROM tn_jaccard WHERE top = 3").to_pylist()})
@@ -90,7 +91,7 @@ def test_rerun_replaces_its_part(tn_store, capsys, monkeypatch):
 def test_errors_are_one_line_and_change_nothing(tn_store, args, message, capsys, monkeypatch):
     path, _ = tn_store
     before = snapshot(path)
-    code, out, err = run_cli(capsys, monkeypatch, "stats", "jaccard", path, *args)
+    code, out, err = run_cli(monkeypatch, capsys, "stats", "jaccard", path, *args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert snapshot(path) == before

@@ -11,9 +11,7 @@ the lowest row is kept.
 """
 from __future__ import annotations
 
-import queue
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import pyarrow as pa
 
 from tnstore.errors import TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
+from tnstore.kernels.prefetch import prefetched
 from tnstore.kernels.scoring import DISTANCES, LayerTerms, effective_values, layer_terms, score_sums
 from tnstore.store.store import Store
 
@@ -219,7 +218,7 @@ def _score_layers(
     d_model, d_mlp = int(store.model_facts["d_model"]), int(store.model_facts["d_mlp"])
     centroids = np.zeros((n_layers, d_model))
     sums = np.zeros((n_layers, d_mlp))
-    for work in _prefetched(_prepare(store, settings, selection, max_rows)):
+    for work in prefetched(_prepare(store, settings, selection, max_rows)):
         for j, layer in enumerate(work.layers):
             centroids[layer - first] = work.centroids[j]
             sums[layer - first] += score_sums(work.terms[j], work.resid[:, j], work.act[:, j], work.scale[:, j])
@@ -243,43 +242,6 @@ def _prepare(store: Store, settings: DetectSettings, selection: Selection, max_r
         scale = store.read_rows("mlp_out_scale", rows, group)  # (n, g)
         for positions, resid, act in _aligned_blocks(store, rows, group, max_rows):
             yield _Work(layers, centroids, terms, resid, act, scale[positions])
-
-
-def _prefetched(items: Iterator[_Work], depth: int = 1) -> Iterator[_Work]:
-    """Run `items` in a background thread, at most `depth` items ahead; its exceptions surface here."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            ready.put(exc)
-
-    worker = threading.Thread(target=produce, name="tnstore-detect-prefetch", daemon=True)
-    worker.start()
-    try:
-        while (item := ready.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                ready.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.1)
 
 
 def _layer_groups(facts: dict, settings: DetectSettings, block_rows: int) -> Iterator[range]:

@@ -18,18 +18,17 @@ next ones read ahead), a float64 column strip per worker, and the accumulators (
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+import threading
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from tnstore.kernels.prefetch import prefetched
 from tnstore.store.store import Store
 
-T = TypeVar("T")
 STRIP_COLUMNS = 2048
 
 
@@ -192,36 +191,3 @@ def _gather_block(out: np.ndarray, pairs: np.ndarray, layer: int, positions: np.
         out[np.ix_(positions, cols)] = block[:, pairs[cols, 1]]
 
 
-def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Produce `items` in a background thread, at most `depth` ahead; errors surface in the consumer."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                buffer.put(item)
-            buffer.put(done)
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer)
-            buffer.put(exc)
-
-    worker = threading.Thread(target=produce, name="tnstore-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                buffer.get(timeout=0.05)
-            except queue.Empty:
-                pass
