@@ -3,7 +3,7 @@ prints a per-layer summary; the work is in tnstore.analysis.latent, the figures 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +18,16 @@ LAYERS_HELP = ("Hidden indices to compute: A:B (B excluded) or 0,8,16 (0 = embed
 LANG_HELP = "The L2 of the en-L2 pairs (default: every language with the pairs it needs)."
 WAIT_HELP = "Seconds to wait for another writer to finish (default: refuse)."
 FIGURE_HELP = "Also draw the result into this image file (.png, .pdf, .svg)."
+
+# The options every latent command shares, declared once.
+StoreArg = Annotated[Path, typer.Argument(help="Store directory.")]
+GroupWhereOpt = Annotated[str, typer.Option("--where", help=GROUP_WHERE_HELP)]
+PairWhereOpt = Annotated[str, typer.Option("--where", help=PAIR_WHERE_HELP)]
+SplitOpt = Annotated[str, typer.Option("--split", help=SPLIT_HELP)]
+LayersOpt = Annotated[Optional[str], typer.Option("--layers", help=LAYERS_HELP)]
+FigureOpt = Annotated[Optional[Path], typer.Option("--figure", help=FIGURE_HELP)]
+WaitOpt = Annotated[float, typer.Option("--wait", help=WAIT_HELP)]
+LangOpt = Annotated[Optional[str], typer.Option("--lang", help=LANG_HELP)]
 
 latent_app = typer.Typer(help="Latent-space analyses (§3): PCA, dimensionality, centroids, mutual k-NN, "
                               "pair similarity, linear probe, trajectory.", no_args_is_help=True)
@@ -54,12 +64,12 @@ def _lines(result: LatentResult, figure: Optional[Path], names: list[str], value
 
 @latent_app.command("pca")
 def pca_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    store: StoreArg,
+    where: GroupWhereOpt = DEFAULT_WHERE,
+    split: SplitOpt = "train",
+    layers: LayersOpt = None,
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """PCA of the last-token hidden states of all selected languages together, per layer; writes latent_pca."""
     _check(figure)
@@ -75,15 +85,15 @@ def pca_cmd(
 
 @latent_app.command("dims")
 def dims_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     thresholds: str = typer.Option("0.9,0.95,0.99", "--thresholds", help="Cumulative σ² shares to reach."),
     center: bool = typer.Option(False, "--center/--raw", help="Subtract each language's mean first "
                                 "(default --raw: the raw matrix's singular values, as the paper)."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    where: GroupWhereOpt = DEFAULT_WHERE,
+    split: SplitOpt = "train",
+    layers: LayersOpt = None,
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Per layer and language: how many singular values explain each share of Σσ²; writes latent_dims."""
     _check(figure)
@@ -97,12 +107,12 @@ def dims_cmd(
 
 @latent_app.command("centroids")
 def centroids_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    store: StoreArg,
+    where: GroupWhereOpt = DEFAULT_WHERE,
+    split: SplitOpt = "train",
+    layers: LayersOpt = None,
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Per layer, cosine similarity between language centroids; writes latent_centroid_cos."""
     _check(figure)
@@ -121,14 +131,14 @@ def centroids_cmd(
 
 @latent_app.command("knn")
 def knn_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
-    lang: Optional[str] = typer.Option(None, "--lang", help=LANG_HELP),
-    where: str = typer.Option(PAIR_WHERE, "--where", help=PAIR_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    lang: LangOpt = None,
+    where: PairWhereOpt = PAIR_WHERE,
+    split: SplitOpt = "train",
+    layers: LayersOpt = None,
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Mutual k-NN alignment of en and L2 states of parallel pairs, per layer (App. E); writes latent_knn."""
     _check(figure)
@@ -141,13 +151,13 @@ def knn_cmd(
 
 @latent_app.command("similarity")
 def similarity_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
-    lang: Optional[str] = typer.Option(None, "--lang", help=LANG_HELP),
-    where: str = typer.Option(PAIR_WHERE, "--where", help=PAIR_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    store: StoreArg,
+    lang: LangOpt = None,
+    where: PairWhereOpt = PAIR_WHERE,
+    split: SplitOpt = "train",
+    layers: LayersOpt = None,
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Mean cos(en, L2) of parallel vs non-parallel pairs, hidden states and activations (App. C.1)."""
     _check(figure)
@@ -161,15 +171,15 @@ def similarity_cmd(
 
 @latent_app.command("probe")
 def probe_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
-    lang: Optional[str] = typer.Option(None, "--lang", help=LANG_HELP),
+    store: StoreArg,
+    lang: LangOpt = None,
     folds: int = typer.Option(10, "--folds", help="Stratified cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffle."),
-    where: str = typer.Option(PAIR_WHERE, "--where", help=PAIR_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    where: PairWhereOpt = PAIR_WHERE,
+    split: SplitOpt = "train",
+    layers: LayersOpt = None,
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Logistic-regression probe: parallel vs non-parallel pairs from concatenated (h_en, h_L2) (App. C.2)."""
     _check(figure)
@@ -183,13 +193,13 @@ def probe_cmd(
 
 @latent_app.command("trajectory")
 def trajectory_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     lang: str = typer.Option("en", "--lang", help="Language whose centroid trajectory is measured."),
     middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=GROUP_WHERE_HELP),
-    split: str = typer.Option("train", "--split", help=SPLIT_HELP),
-    figure: Optional[Path] = typer.Option(None, "--figure", help=FIGURE_HELP),
-    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+    where: GroupWhereOpt = DEFAULT_WHERE,
+    split: SplitOpt = "train",
+    figure: FigureOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """How straight the centroid moves to the middle layer: cos(C^l - C^(l-1), C^m - C^1) (App. B)."""
     _check(figure)
