@@ -138,9 +138,9 @@ def test_parse_like():
 def test_prefetched_passes_items_in_order_and_surfaces_errors():
     import threading
 
-    from tnstore.analysis.detect import _prefetched
+    from tnstore.kernels.prefetch import prefetched
 
-    assert list(_prefetched(iter(range(10)))) == list(range(10))
+    assert list(prefetched(iter(range(10)))) == list(range(10))
 
     def failing():
         yield 1
@@ -148,11 +148,11 @@ def test_prefetched_passes_items_in_order_and_surfaces_errors():
 
     got = []
     with pytest.raises(RuntimeError, match="read failed"):
-        for item in _prefetched(failing()):
+        for item in prefetched(failing()):
             got.append(item)
     assert got == [1]
 
-    consumer = _prefetched(iter(range(1000)))
+    consumer = prefetched(iter(range(1000)))
     assert next(consumer) == 0
     consumer.close()  # the consumer stops early: the background thread must end too
-    assert not [t for t in threading.enumerate() if t.name == "tnstore-detect-prefetch"]
+    assert not [t for t in threading.enumerate() if t.name == "tnstore-prefetch"]
