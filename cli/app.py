@@ -9,8 +9,7 @@ import sys
 import tnstore  # noqa: F401  (sets OMP_WAIT_POLICY before torch is imported anywhere)
 import typer
 
-from tnstore.cli import capture_cmd, detect_cmd, query_cmd, stats_cmd
-from tnstore.cli import latent_cmd
+from tnstore.cli import capture_cmd, detect_cmd, latent_cmd, query_cmd, stats_cmd
 from tnstore.errors import TnstoreError
 
 app = typer.Typer(

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from tnstore.cli.options import WaitOpt
 from tnstore.errors import TnstoreError
 
 
@@ -28,7 +29,7 @@ def capture(
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 | bfloat16 | float16."),
     storage_dtype: str = typer.Option("float16", "--storage-dtype", help="Stored dtype: float16 | float32."),
     chunk_rows: int = typer.Option(256, "--chunk-rows", min=1, help="Rows per Zarr chunk; also the unit a resumed capture restarts from."),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+    wait: WaitOpt = 0.0,
     ablate: Optional[str] = typer.Option(None, "--ablate", help="Replay with this neuron set deactivated (a neuron_sets name or transfer_neurons set_id of the store)."),
     ablate_scope: str = typer.Option("last", "--ablate-scope", help="last: zero at the last token only; all: at every position."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

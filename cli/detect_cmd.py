@@ -1,10 +1,11 @@
 """`tnstore detect` and `tnstore neurons random|list`: thin shells over tnstore.analysis.detect / neuron_sets."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
+
+from tnstore.cli.options import StoreArg, WaitOpt
 
 SHOWN = 5  # top neurons printed after a detection
 
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def detect(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     type_: int = typer.Option(
         ..., "--type", help="1: L2 -> shared space (early layers); 2: shared space -> L2 (late layers)."),
     lang: str = typer.Option(..., "--lang", help="The L2, as stored in sentences.lang (e.g. ja)."),
@@ -28,7 +29,7 @@ def detect(
         "first round(L*20/32) layers, rounded half up, for Type-1; the rest for Type-2)."),
     split: str = typer.Option("train", "--split", help="Split whose sentences give centroids and scores."),
     dist: str = typer.Option("cosine", "--dist", help="cosine | euclidean (negative distance: closer is better)."),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Score every candidate neuron (Eq. 7-9) and store the ranked top-n transfer neurons."""
     from tnstore.analysis.detect import detect as run_detect
@@ -48,13 +49,13 @@ def detect(
 
 @neurons_app.command("random")
 def neurons_random(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     like: str = typer.Option(..., "--like", help="The transfer-neuron set to mimic: type=1,lang=ja "
                              "[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]."),
     top: Optional[int] = typer.Option(None, "--top", help="Pick the set with this top-n when several match."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same set)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the stored set (default random_<set_id>_seed<seed>)."),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer to finish (default: refuse)."),
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Store a random baseline: as many neurons as the set, from its candidate layers, excluding its neurons."""
     from tnstore.analysis.neuron_sets import random_baseline
@@ -66,7 +67,7 @@ def neurons_random(
 
 @neurons_app.command("list")
 def neurons_list(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
 ) -> None:
     """Stored neuron sets: transfer-neuron sets from detect and named sets (random baselines)."""

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from tnstore.cli.options import StoreArg, WaitOpt
 from tnstore.analysis.latent import DEFAULT_WHERE, PAIR_WHERE, LatentResult
 
 GROUP_WHERE_HELP = "SQL predicate over `sentences` picking the sentences (replaces the default)."
@@ -16,17 +17,14 @@ SPLIT_HELP = "Only sentences of this split; `all` for any split (pairs never cro
 LAYERS_HELP = ("Hidden indices to compute: A:B (B excluded) or 0,8,16 (0 = embeddings, l = output of layer l); "
                "default all.")
 LANG_HELP = "The L2 of the en-L2 pairs (default: every language with the pairs it needs)."
-WAIT_HELP = "Seconds to wait for another writer to finish (default: refuse)."
 FIGURE_HELP = "Also draw the result into this image file (.png, .pdf, .svg)."
 
 # The options every latent command shares, declared once.
-StoreArg = Annotated[Path, typer.Argument(help="Store directory.")]
 GroupWhereOpt = Annotated[str, typer.Option("--where", help=GROUP_WHERE_HELP)]
 PairWhereOpt = Annotated[str, typer.Option("--where", help=PAIR_WHERE_HELP)]
 SplitOpt = Annotated[str, typer.Option("--split", help=SPLIT_HELP)]
 LayersOpt = Annotated[Optional[str], typer.Option("--layers", help=LAYERS_HELP)]
 FigureOpt = Annotated[Optional[Path], typer.Option("--figure", help=FIGURE_HELP)]
-WaitOpt = Annotated[float, typer.Option("--wait", help=WAIT_HELP)]
 LangOpt = Annotated[Optional[str], typer.Option("--lang", help=LANG_HELP)]
 
 latent_app = typer.Typer(help="Latent-space analyses (§3): PCA, dimensionality, centroids, mutual k-NN, "

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from tnstore.cli.options import StoreArg
 from tnstore.errors import TnstoreError
 
 
@@ -14,7 +15,7 @@ def register(app: typer.Typer) -> None:
     app.command("sql")(sql)
 
 
-def info(store: Path = typer.Argument(..., help="Store directory.")) -> None:
+def info(store: StoreArg) -> None:
     """What a store holds: model, runs, sentences per language/split, arrays and tables."""
     from tnstore.store.inspect import describe_store
 
@@ -22,15 +23,15 @@ def info(store: Path = typer.Argument(..., help="Store directory.")) -> None:
 
 
 def sql(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     query: str = typer.Argument(..., help="SQL over the store's tables (each table is a view of the same name)."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to a .parquet or .csv file instead."),
     max_rows: int = typer.Option(50, "--max-rows", help="Rows shown by --format table."),
 ) -> None:
     """Run SQL against a store; queries/*.sql are examples to copy."""
-    from tnstore.store.store import Store
     from tnstore.store.render import render, write_result
+    from tnstore.store.store import Store
 
     if fmt not in ("table", "csv", "json"):
         raise TnstoreError(f"--format {fmt!r} is not one of table, csv, json")

@@ -2,11 +2,11 @@
 the paper-style summary; the work is in tnstore.analysis.stats*."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
+from tnstore.cli.options import StoreArg
 from tnstore.analysis.stats import DEFAULT_WHERE
 from tnstore.analysis.stats_labels import PAPER_FAMILIES
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 @stats_app.command("corr-ratio")
 def corr_ratio_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     label: str = typer.Option("language", "--label", help="language | family | sql"),
     family: str = typer.Option(PAPER_FAMILIES, "--family", help="Families for --label family, e.g. en,nl,it:ja,ko."),
     label_sql: Optional[str] = typer.Option(None, "--label-sql",
@@ -51,7 +51,7 @@ def corr_ratio_cmd(
 
 @stats_app.command("jaccard")
 def jaccard_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     type_: int = typer.Option(..., "--type", help="Transfer-neuron type, 1 or 2."),
     top: int = typer.Option(1000, "--top", help="Compare the top-N neurons of each set."),
     by_layer: bool = typer.Option(False, "--by-layer", help="Also print the per-layer Jaccard index."),
@@ -71,7 +71,7 @@ def jaccard_cmd(
 
 @stats_app.command("lang-neurons")
 def lang_neurons_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     thresholds: str = typer.Option("0.1,0.25,0.5", "--thresholds", help="η² thresholds to count neurons above."),
     where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
 ) -> None:
@@ -89,7 +89,7 @@ def lang_neurons_cmd(
 
 @stats_app.command("groups")
 def groups_cmd(
-    store: Path = typer.Argument(..., help="Store directory."),
+    store: StoreArg,
     group_by: str = typer.Option("lang", "--group-by", help="SQL expression over sentences giving each group."),
     where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
 ) -> None:
