@@ -6,12 +6,24 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-# CI and developers have the project's shared data beside the checkout; TNSTORE_SHARED points elsewhere.
-SHARED = Path(os.environ.get("TNSTORE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+def _find_shared() -> Path:
+    """The project's shared data: $TNSTORE_SHARED, else `shared/` beside the checkout (as CI lays it out), else
+    beside the checkout this one was cloned from (a throwaway `git clone` of a local repo)."""
+    repo = Path(__file__).resolve().parents[1]
+    candidates = [Path(os.environ["TNSTORE_SHARED"])] if "TNSTORE_SHARED" in os.environ else []
+    candidates.append(repo.parent / "shared")
+    origin = subprocess.run(["git", "-C", str(repo), "remote", "get-url", "origin"], capture_output=True, text=True)
+    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
+        candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared")
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED = _find_shared()
 TATOEBA = SHARED / "data" / "tatoeba"
 MKQA = SHARED / "data" / "mkqa" / "mkqa.queries.parallel.jsonl"
 
