@@ -33,7 +33,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+import tnstore  # noqa: E402,F401  before numpy, as in the CLI: it sets the BLAS threads' environment
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "detect.jsonl"

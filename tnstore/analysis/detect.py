@@ -17,20 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tnstore.errors import TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
+from tnstore.kernels.buffers import Recycler
 from tnstore.kernels.prefetch import prefetched
-from tnstore.kernels.scoring import DISTANCES, LayerTerms, effective_values, layer_terms, score_sums
+from tnstore.kernels.scoring import DISTANCES, LayerTerms, score_sums, value_terms
 from tnstore.store.store import Store
 
 TYPES = (1, 2)
 ENGLISH = "en"
 _ID_SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
 GROUP_BYTES = 256 * 2**20  # value vectors + one block of rows of the layers read together
+PIPELINE_STEPS = 8
+OVERLAP_MAX_VALUE_BYTES = 64 * 2**20  # float32 value vectors of one layer up to which reads run in the background
 
 
 @dataclass(frozen=True)
@@ -124,40 +127,40 @@ def resolve_settings(
 
 
 def select_rows(store: Store, settings: DetectSettings) -> Selection:
-    """The sentences a detection reads, with one-line errors when the store lacks them."""
-    con = store.connect()  # one connection for both queries: building the views costs more than the queries
-    try:
-        scored = _rows(con, SCORED_SQL, [settings.lang, settings.split])[0]
-        if len(scored) == 0:
-            _explain_missing_lang(con, settings.lang, settings.split)
-        if settings.type == 2:
-            empty = np.empty(0, dtype=np.int64)
-            return Selection(scored, empty, empty)
-        en_rows, l2_rows = _rows(con, PAIRS_SQL, [settings.split, ENGLISH, settings.lang, ENGLISH, settings.lang])
-    finally:
-        con.close()
-    if len(en_rows) == 0:
+    """The sentences a detection reads, with one-line errors when the store lacks them.
+
+    In SQL over `sentences`, with usable = the split's
+    rows without an ablation:
+        scored: SELECT min(row) FROM usable WHERE lang = :lang AND kind <> 'nonparallel'
+                GROUP BY coalesce(pair_id, 'row:' || row) ORDER BY 1
+        pairs:  the en and :lang sides (min(row) per lang and pair_id) of usable rows of kind 'parallel',
+                joined on pair_id, ordered by the L2 row
+    It runs on Arrow rather than DuckDB: starting a DuckDB database takes longer than detecting on a small model.
+    """
+    sentences = store.read_table("sentences", ["row", "lang", "split", "kind", "pair_id", "ablation"])
+    usable = sentences.filter(pc.and_(pc.equal(sentences["split"], settings.split), pc.is_null(sentences["ablation"])))
+    in_lang = usable.filter(pc.and_(pc.equal(usable["lang"], settings.lang), pc.not_equal(usable["kind"], "nonparallel")))
+    key = pc.coalesce(in_lang["pair_id"], pc.binary_join_element_wise("row:", pc.cast(in_lang["row"], pa.string()), ""))
+    scored = np.sort(_first_rows(pa.table({"key": key, "row": in_lang["row"]}), ["key"])["row"].to_numpy())
+    if len(scored) == 0:
+        _explain_missing_lang(sentences, settings.lang, settings.split)
+    if settings.type == 2:
+        empty = np.empty(0, dtype=np.int64)
+        return Selection(scored.astype(np.int64), empty, empty)
+    parallel = usable.filter(pc.and_(pc.equal(usable["kind"], "parallel"), pc.is_valid(usable["pair_id"])))
+    sides = [_first_rows(parallel.filter(pc.equal(parallel["lang"], lang)), ["pair_id"]) for lang in (ENGLISH, settings.lang)]
+    pairs = sides[0].join(sides[1], "pair_id", join_type="inner", left_suffix="_en", right_suffix="_l2").sort_by("row_l2")
+    if pairs.num_rows == 0:
         raise TnstoreError(
             f"split {settings.split} has no parallel en-{settings.lang} pairs; Type-1 needs them for the shared "
             f"centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with --split {settings.split}")
-    return Selection(scored, en_rows, l2_rows)
+    as_rows = [pairs[c].to_numpy().astype(np.int64) for c in ("row_en", "row_l2")]
+    return Selection(scored.astype(np.int64), *as_rows)
 
 
-# The L2 sentences to score: one row per pair id (the lowest), every row without one.
-SCORED_SQL = """
-SELECT min(row) AS row FROM sentences
-WHERE lang = ? AND split = ? AND kind <> 'nonparallel' AND ablation IS NULL
-GROUP BY coalesce(pair_id, 'row:' || row) ORDER BY row
-"""
-# Parallel en-L2 pairs of a split: (en row, L2 row), one per pair id.
-PAIRS_SQL = """
-WITH side AS (
-    SELECT lang, pair_id, min(row) AS row FROM sentences
-    WHERE split = ? AND kind = 'parallel' AND pair_id IS NOT NULL AND lang IN (?, ?) AND ablation IS NULL
-    GROUP BY lang, pair_id)
-SELECT en.row AS en_row, l2.row AS l2_row FROM side en JOIN side l2 USING (pair_id)
-WHERE en.lang = ? AND l2.lang = ? ORDER BY l2.row
-"""
+def _first_rows(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The lowest `row` per distinct `keys`: a pair id captured twice counts once."""
+    return table.select(keys + ["row"]).group_by(keys).aggregate([("row", "min")]).rename_columns(keys + ["row"])
 
 
 def detect(
@@ -204,6 +207,7 @@ class _Work:
     resid: np.ndarray  # (n_block, g, d)
     act: np.ndarray  # (n_block, g, d_mlp)
     scale: np.ndarray  # (n_block, g)
+    done_with: tuple[np.ndarray, ...] = ()  # arrays to recycle once this item is scored (the group's last block)
 
 
 def _score_layers(
@@ -218,40 +222,78 @@ def _score_layers(
     d_model, d_mlp = int(store.model_facts["d_model"]), int(store.model_facts["d_mlp"])
     centroids = np.zeros((n_layers, d_model))
     sums = np.zeros((n_layers, d_mlp))
-    for work in prefetched(_prepare(store, settings, selection, max_rows)):
+    recycler = Recycler()
+    works = _prepare(store, settings, selection, max_rows, recycler)
+    # A background reader pays off while products are short. A LLaMA-8B layer's product keeps both of a small
+    # machine's cores busy for most of a second, and a reader thread competing with it stalls OpenBLAS's
+    # statically split work for longer than the reads take (measured in bench/bench_detect.py): read in turn.
+    overlap = d_model * d_mlp * 4 <= OVERLAP_MAX_VALUE_BYTES
+    for work in prefetched(works) if overlap else works:
         for j, layer in enumerate(work.layers):
             centroids[layer - first] = work.centroids[j]
             sums[layer - first] += score_sums(work.terms[j], work.resid[:, j], work.act[:, j], work.scale[:, j])
+        recycler.give(*work.done_with)
     return centroids, sums / len(selection.scored_rows)
 
 
-def _prepare(store: Store, settings: DetectSettings, selection: Selection, max_rows: int) -> Iterator[_Work]:
+def _prepare(
+    store: Store, settings: DetectSettings, selection: Selection, max_rows: int, recycler: Recycler,
+) -> Iterator[_Work]:
     """Everything scoring needs, layer group by layer group, row block by row block."""
     rows = selection.scored_rows
-    down_proj, gain = store.model_array("down_proj"), store.model_array("mlp_out_gain")
     for layers in _layer_groups(store.model_facts, settings, min(len(rows), max_rows)):
         group = slice(layers.start, layers.stop)
         if settings.type == 1:
             centroids = shared_centroid(store, selection.pair_en_rows, selection.pair_l2_rows, layers, max_rows)
         else:
             centroids = hidden_mean(store, rows, layers, max_rows)
-        values, gains = down_proj[group], np.asarray(gain[group], dtype=np.float32)  # (g, d_mlp, d), (g, d)
-        terms = [layer_terms(effective_values(values[j], gains[j]), centroids[j], settings.dist)
-                 for j in range(len(layers))]
-        del values
+        terms, done_with = _value_terms(store, group, centroids, settings.dist, recycler)
         scale = store.read_rows("mlp_out_scale", rows, group)  # (n, g)
-        for positions, resid, act in _aligned_blocks(store, rows, group, max_rows):
-            yield _Work(layers, centroids, terms, resid, act, scale[positions])
+        for last, (positions, resid, act) in _mark_last(_aligned_blocks(store, rows, group, max_rows)):
+            yield _Work(layers, centroids, terms, resid, act, scale[positions], done_with if last else ())
+
+
+def _value_terms(
+    store: Store, group: slice, centroids: np.ndarray, dist: str, recycler: Recycler,
+) -> tuple[list[LayerTerms], tuple[np.ndarray, ...]]:
+    """A layer group's LayerTerms, their value vectors in recycled arrays; and the arrays to hand back once the
+    group is scored."""
+    facts = store.model_facts
+    shape = (group.stop - group.start, int(facts["d_mlp"]), int(facts["d_model"]))
+    raw = store.read_model_array("down_proj", group, dtype=None,
+                                 out=recycler.take(shape, store.model_array_dtype("down_proj")))
+    gains = store.read_model_array("mlp_out_gain", group)  # (g, d)
+    if raw.dtype == np.float32 and np.all(gains == 1):  # used as read: no copy
+        return [value_terms(raw[j], gains[j], centroids[j], dist) for j in range(shape[0])], (raw,)
+    terms = [value_terms(raw[j], gains[j], centroids[j], dist, out=recycler.take(shape[1:], np.float32))
+             for j in range(shape[0])]
+    recycler.give(raw)
+    return terms, tuple(t.values for t in terms)
+
+
+def _mark_last(items: Iterator) -> Iterator[tuple[bool, object]]:
+    """(is_last, item) for each item, looking one ahead."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for following in it:
+        yield False, current
+        current = following
+    yield True, current
 
 
 def _layer_groups(facts: dict, settings: DetectSettings, block_rows: int) -> Iterator[range]:
-    """Consecutive candidate layers read together, as many as fit GROUP_BYTES (at least one).
+    """Consecutive candidate layers read together: as many as fit GROUP_BYTES (at least one), and few enough
+    that there are PIPELINE_STEPS groups, so that reading the next group overlaps scoring this one.
 
-    Small models then need a handful of Zarr reads in all; a LLaMA-8B layer alone fills the budget.
+    A LLaMA-8B layer alone fills the budget; a small model's layers go in a handful of groups.
     """
     d_model, d_mlp = int(facts["d_model"]), int(facts["d_mlp"])
     per_layer = 4 * (d_mlp * d_model + block_rows * (d_model + d_mlp))  # float32 value vectors + one block of rows
-    size = max(1, GROUP_BYTES // per_layer)
+    n_layers = settings.layer_end - settings.layer_start
+    size = max(1, min(GROUP_BYTES // per_layer, -(-n_layers // PIPELINE_STEPS)))
     for start in range(settings.layer_start, settings.layer_end, size):
         yield range(start, min(start + size, settings.layer_end))
 
@@ -264,7 +306,7 @@ def _aligned_blocks(
     Both arrays share a segment's row chunking, so their blocks cover the same rows; checked, not assumed.
     """
     resid_blocks = store.iter_rows("resid_pre_mlp", rows, layers, max_rows)
-    act_blocks = store.iter_rows("mlp_act", rows, layers, max_rows)
+    act_blocks = store.iter_rows("mlp_act", rows, layers, max_rows, dtype=None)  # widened tile by tile when scored
     for (positions, resid), (act_positions, act) in zip(resid_blocks, act_blocks, strict=True):
         if not np.array_equal(positions, act_positions):
             raise RuntimeError("resid_pre_mlp and mlp_act are chunked differently; the store is inconsistent")
@@ -324,18 +366,12 @@ def _centroid_table(settings: DetectSettings, selection: Selection, centroids: n
 
 
 # ---------------------------------------------------------------- helpers
-def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list) -> list[np.ndarray]:
-    """Every column of a query's result as an int64 array."""
-    result = con.execute(query, params).fetchnumpy()
-    return [np.asarray(column, dtype=np.int64) for column in result.values()]
-
-
-def _explain_missing_lang(con: duckdb.DuckDBPyConnection, lang: str, split: str) -> None:
-    langs = [r[0] for r in con.execute("SELECT DISTINCT lang FROM sentences ORDER BY lang").fetchall()]
+def _explain_missing_lang(sentences: pa.Table, lang: str, split: str) -> None:
+    langs = sorted(set(sentences["lang"].to_pylist()))
     if lang not in langs:
         raise TnstoreError(f"--lang {lang}: the store has no {lang} sentences (it has: {', '.join(langs) or 'none'})")
-    splits = [r[0] for r in con.execute(
-        "SELECT DISTINCT split FROM sentences WHERE lang = ? AND kind <> 'nonparallel' AND ablation IS NULL ORDER BY split",
-        [lang]).fetchall()]
+    usable = sentences.filter(pc.and_(pc.equal(sentences["lang"], lang),
+                                      pc.and_(pc.not_equal(sentences["kind"], "nonparallel"), pc.is_null(sentences["ablation"]))))
+    splits = sorted(set(usable["split"].to_pylist()))
     where = f"splits with {lang}: {', '.join(splits)}" if splits else f"only nonparallel {lang} sentences are captured"
     raise TnstoreError(f"--split {split}: no {lang} sentences to score in split {split} ({where}); pass another --split")

@@ -21,11 +21,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-import threading
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from tnstore.kernels.buffers import Scratch
 from tnstore.kernels.prefetch import prefetched
 from tnstore.store.store import Store
 
@@ -112,19 +112,7 @@ def gather_columns(store: Store, rows: np.ndarray, pairs: np.ndarray, *, array: 
     return out
 
 
-class _Scratch(threading.local):
-    """Per-thread buffers, one per name, grown to the largest shape asked for and then reused (fresh multi-MB
-    arrays cost page faults on every block)."""
-
-    def get(self, name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
-        buf = getattr(self, name, None)
-        if buf is None or buf.dtype != dtype or buf.shape[0] < shape[0] or buf.shape[1] < shape[1]:
-            buf = np.empty(shape, dtype=dtype)
-            setattr(self, name, buf)
-        return buf[: shape[0], : shape[1]]
-
-
-_scratch = _Scratch()
+_scratch = Scratch()
 
 
 def _runs(block_codes: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, int, int]]]:

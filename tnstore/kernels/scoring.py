@@ -22,6 +22,12 @@ from typing import Literal
 
 import numpy as np
 
+from tnstore.kernels.buffers import Scratch
+from tnstore.store.parallel import over_slices
+from tnstore.store.f16 import widen_f16
+
+_scratch = Scratch()
+
 Distance = Literal["cosine", "euclidean"]
 DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
@@ -38,61 +44,94 @@ class LayerTerms:
     value_sq: np.ndarray  # (m,) float64, |v_i|^2
 
 
-def effective_values(down_proj: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """(m, d) float32 effective value vectors gain * v_i, from down_proj (m, d) and gain (d,)."""
-    return np.multiply(down_proj, gain.astype(np.float32)[None, :], dtype=np.float32)
+def value_terms(
+    down_proj: np.ndarray, gain: np.ndarray, centroid: np.ndarray, dist: Distance, out: np.ndarray | None = None,
+) -> LayerTerms:
+    """Per-layer constants from down_proj (m, d) float16/32, the post-MLP gain (d,) and the centroid (d,).
+
+    The effective value vectors gain * v_i are written into `out` ((m, d) float32) if given; without `out`, a
+    float32 `down_proj` with unit gain (every LLaMA-style model) is used as it is (copying a LLaMA-8B layer's
+    235 MB costs as much as scoring a block of rows). `down_proj` itself is never written. Widening, v.c and
+    |v|^2 are done tile by tile, while each tile of rows is in cache.
+    """
+    if dist not in DISTANCES:
+        raise ValueError(f"dist must be one of {DISTANCES}, not {dist!r}")
+    centroid = np.asarray(centroid, dtype=np.float64)
+    unit_gain = bool(np.all(gain == 1))
+    in_place = out is None and unit_gain and down_proj.dtype == np.float32 and down_proj.flags.c_contiguous
+    values = down_proj if in_place else (np.empty(down_proj.shape, np.float32) if out is None else out)
+    gain32 = gain.astype(np.float32)
+    m, d = down_proj.shape
+    value_dot_centroid, value_sq = np.empty(m), np.empty(m, dtype=np.float32)
+    rows = max(1, TILE_VALUES // max(1, d))
+
+    def fill(first: int, end: int) -> None:  # rows first..end-1, tile by tile; run on the cores in parallel
+        for lo in range(first, end, rows):
+            hi = min(lo + rows, end)
+            tile = values[lo:hi]
+            if not in_place:
+                source = down_proj[lo:hi]
+                widen_f16(source, tile) if source.dtype == np.float16 else np.copyto(tile, source, casting="unsafe")
+                if not unit_gain:
+                    tile *= gain32
+            # v.c is a per-neuron constant: a float32 rounding would bias every sentence's term the same way, so
+            # it is accumulated in float64. |v|^2 only enters as a^2 |v|^2, a second-order term: float32 will do.
+            value_dot_centroid[lo:hi] = tile @ centroid
+            value_sq[lo:hi] = np.einsum("md,md->m", tile, tile)
+
+    over_slices(m, fill, min_items=4 * rows)
+    return LayerTerms(dist=dist, values=values, centroid=centroid, centroid_norm=float(np.sqrt(centroid @ centroid)),
+                      value_dot_centroid=value_dot_centroid, value_sq=value_sq.astype(np.float64))
 
 
 def layer_terms(values: np.ndarray, centroid: np.ndarray, dist: Distance) -> LayerTerms:
     """Per-layer constants from effective value vectors (m, d) and the layer's centroid (d,)."""
-    if dist not in DISTANCES:
-        raise ValueError(f"dist must be one of {DISTANCES}, not {dist!r}")
-    centroid = np.asarray(centroid, dtype=np.float64)
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    return LayerTerms(
-        dist=dist,
-        values=values,
-        centroid=centroid,
-        centroid_norm=float(np.sqrt(centroid @ centroid)),
-        # v.c is a per-neuron constant: a float32 rounding here would bias every sentence's term the same way,
-        # so it is accumulated in float64. |v|^2 only enters as a^2 |v|^2, a second-order term: float32 is enough.
-        value_dot_centroid=np.einsum("md,d->m", values, centroid),
-        value_sq=np.einsum("md,md->m", values, values).astype(np.float64),
-    )
+    return value_terms(np.asarray(values), np.ones(np.shape(values)[1], np.float32), centroid, dist)
 
 
-TILE_ROWS = 16  # rows per elementwise tile: its ~6 float32 (TILE_ROWS, m) temporaries stay in the L2 cache
+TILE_VALUES = 131072  # per elementwise tile: its ~4 float32 temporaries (~2 MB) stay in the L2/L3 caches
 
 
 def score_sums(terms: LayerTerms, resid: np.ndarray, act: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Sum over the chunk's n sentences of N_ik - L_k for every neuron i; (m,) float64.
 
-    resid (n, d), act (n, m), scale (n,). Dividing the sums of all chunks by the sentence count gives Eq. 9.
+    resid (n, d), act (n, m) float16 or float32, scale (n,). Dividing the sums of all chunks by the sentence count
+    gives Eq. 9. A float16 `act` is widened tile by tile, in cache, rather than as one more (n, m) array.
     One matrix product covers the whole chunk; the ~15 elementwise passes after it run on row tiles, which keeps
     them in cache instead of streaming (n, m) arrays through memory 15 times.
     """
     if terms.dist == "cosine":
         resid32 = np.ascontiguousarray(resid, dtype=np.float32)
         resid64 = resid32.astype(np.float64)
-        cross = resid32 @ terms.values.T  # (n, m) r.v: the only product that scales with n*m*d
+        # (n, m) r.v: the only product that scales with n*m*d
+        cross = np.matmul(resid32, terms.values.T, out=_scratch.get("cross", (len(resid32), len(terms.values)), np.float32))
         resid_norm = np.sqrt(np.einsum("nd,nd->n", resid64, resid64))
         resid_dot_centroid = resid64 @ terms.centroid
     else:
         diff64 = np.asarray(resid, dtype=np.float64) - terms.centroid  # u = r - c, formed before rounding
-        cross = diff64.astype(np.float32) @ terms.values.T  # (n, m) u.v
+        cross = np.matmul(diff64.astype(np.float32), terms.values.T,  # (n, m) u.v
+                          out=_scratch.get("cross", (len(diff64), len(terms.values)), np.float32))
         diff_norm = np.sqrt(np.einsum("nd,nd->n", diff64, diff64))
     scale32 = scale.astype(np.float32)
-    sums = np.zeros(cross.shape[1], dtype=np.float64)
-    for lo in range(0, cross.shape[0], TILE_ROWS):
-        tile = slice(lo, lo + TILE_ROWS)
-        act_eff = np.multiply(act[tile], scale32[tile, None], dtype=np.float32)  # a = alpha * s (frozen norm)
-        if terms.dist == "cosine":
-            gain = cosine_gain(act_eff, cross[tile], resid_norm[tile], resid_dot_centroid[tile],
-                               terms.value_dot_centroid, terms.value_sq, terms.centroid_norm)
-        else:
-            gain = euclidean_gain(act_eff, cross[tile], diff_norm[tile], terms.value_sq)
-        sums += gain.sum(axis=0, dtype=np.float64)
-    return sums
+    tile_rows = max(1, TILE_VALUES // cross.shape[1])
+
+    def partial_sums(first: int, end: int) -> np.ndarray:  # rows first..end-1; run on the cores in parallel
+        sums = np.zeros(cross.shape[1], dtype=np.float64)
+        for lo in range(first, end, tile_rows):
+            tile = slice(lo, min(lo + tile_rows, end))
+            alpha = act[tile]
+            if alpha.dtype == np.float16:
+                alpha = widen_f16(alpha, _scratch.get("alpha", alpha.shape, np.float32))
+            act_eff = np.multiply(alpha, scale32[tile, None], dtype=np.float32)  # a = alpha * s (frozen norm)
+            if terms.dist == "cosine":
+                gain = cosine_gain(act_eff, cross[tile], resid_norm[tile], resid_dot_centroid[tile],
+                                   terms.value_dot_centroid, terms.value_sq, terms.centroid_norm)
+            else:
+                gain = euclidean_gain(act_eff, cross[tile], diff_norm[tile], terms.value_sq)
+            sums += gain.sum(axis=0, dtype=np.float64)
+        return sums
+
+    return np.sum(over_slices(cross.shape[0], partial_sums, min_items=2 * tile_rows), axis=0)
 
 
 def cosine_gain(

@@ -12,7 +12,7 @@ import re
 import shutil
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,6 +25,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from tnstore.errors import TnstoreError
+from tnstore.store.chunks import ChunkReader
+from tnstore.store.f16 import widen_f16
 from tnstore.store.lock import writer_lock
 from tnstore.store.schema import FORMAT_VERSION, arrow_schema, conform, load_schema, table_names
 
@@ -34,17 +36,31 @@ _PART_KEY = re.compile(r"^[A-Za-z0-9_.=-]+$")
 COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Segment:
     """The Zarr group of one capture run, holding rows `row_start .. row_end - 1` of every per-sentence array."""
 
     run_id: str
     row_start: int
     row_end: int
-    group: zarr.Group
+    path: Path
+    _group: zarr.Group | None = None
+    _readers: dict = field(default_factory=dict)
+
+    @property
+    def group(self) -> zarr.Group:
+        if self._group is None:
+            self._group = zarr.open_group(str(self.path), mode="r")
+        return self._group
 
     def array(self, name: str) -> zarr.Array:
         return self.group[name]
+
+    def reader(self, name: str) -> "ChunkReader | zarr.Array":
+        """What reads array `name` fastest: a ChunkReader for the store's own layout, else the Zarr array."""
+        if name not in self._readers:
+            self._readers[name] = ChunkReader.open(self.path / name) or self.array(name)
+        return self._readers[name]
 
 
 class Store:
@@ -164,10 +180,10 @@ class Store:
         parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in files]
         return pa.concat_tables(parts, promote_options="default")
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with every store table as a view of the same name."""
+    def connect(self, tables: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with every store table (or only `tables`) as a view of the same name."""
         con = duckdb.connect()
-        for table in table_names():
+        for table in table_names() if tables is None else tables:
             files = self.part_files(table)
             if files:
                 listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
@@ -199,7 +215,7 @@ class Store:
             runs = self.read_table("runs", ["run_id", "row_start", "row_end"]).to_pylist()
             runs.sort(key=lambda r: r["row_start"])
             self._segments = [
-                Segment(r["run_id"], r["row_start"], r["row_end"], self.open_segment_group(r["run_id"]))
+                Segment(r["run_id"], r["row_start"], r["row_end"], self.path / "segments" / f"{r['run_id']}.zarr")
                 for r in runs
             ]
         return self._segments
@@ -249,8 +265,8 @@ class Store:
             lo, hi = np.searchsorted(sorted_rows, [seg.row_start, seg.row_end])
             if lo == hi:
                 continue
-            arr = seg.array(name)
-            chunk = arr.chunks[0]
+            reader = seg.reader(name)
+            chunk = reader.chunks[0]
             local = sorted_rows[lo:hi] - seg.row_start
             start = lo
             while start < hi:
@@ -259,10 +275,10 @@ class Store:
                 stop = lo + int(np.searchsorted(local, span_end))
                 want = local[start - lo : stop - lo]
                 a, b = int(want[0]), int(want[-1]) + 1
-                slab = arr[a:b] if layer is None else arr[a:b, layer]
+                slab = _read_span(reader, a, b, layer)
                 # A run of consecutive rows needs no gather copy (the common case: whole chunks).
                 picked = slab if len(want) == b - a else slab[want - a]
-                yield order[start:stop], np.asarray(picked, dtype=dtype)
+                yield order[start:stop], as_dtype(picked, dtype)
                 start = stop
 
     def read_rows(self, name: str, rows: np.ndarray, layer: int | slice | None = None) -> np.ndarray:
@@ -279,6 +295,29 @@ class Store:
 
     def model_array(self, name: str) -> zarr.Array:
         return zarr.open_group(str(self.path / "model" / "weights.zarr"), mode="r")[name]
+
+    def read_model_array(self, name: str, layers: slice, dtype: type | None = np.float32,
+                         out: np.ndarray | None = None) -> np.ndarray:
+        """`model_array(name)[layers]` as `dtype` (None: as stored), read chunk by chunk where the layout allows.
+
+        With dtype None, `out` (C-contiguous, the stored dtype) may be given to read into (no fresh pages).
+        """
+        path = self.path / "model" / "weights.zarr" / name
+        reader = ChunkReader.open(path) or self.model_array(name)
+        start, stop, _ = layers.indices(reader.shape[0])
+        stop = max(start, stop)
+        if out is not None and dtype is None and isinstance(reader, ChunkReader):
+            return reader.read(start, stop, None, out=out)
+        values = as_dtype(_read_span(reader, start, stop, None), dtype)
+        if out is not None:
+            out[...] = values
+            return out
+        return values
+
+    def model_array_dtype(self, name: str) -> np.dtype:
+        """The stored dtype of a per-model array."""
+        reader = ChunkReader.open(self.path / "model" / "weights.zarr" / name)
+        return reader.dtype if reader is not None else self.model_array(name).dtype
 
     def write_model_arrays(self, arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> None:
         """Write the per-model arrays once; written to a temp folder and renamed so they appear whole."""
@@ -310,6 +349,22 @@ class Store:
 
     def drop_journal(self, run_id: str) -> None:
         self.journal_path(run_id).unlink(missing_ok=True)
+
+
+def _read_span(reader: "ChunkReader | zarr.Array", a: int, b: int, second: int | slice | None) -> np.ndarray:
+    """reader[a:b] or reader[a:b, second], through either kind of reader."""
+    if isinstance(reader, ChunkReader):
+        return reader.read(a, b, second)
+    return reader[a:b] if second is None else reader[a:b, second]
+
+
+def as_dtype(values: np.ndarray, dtype: type | None) -> np.ndarray:
+    """values as `dtype` (None: unchanged); float16 -> float32 goes through the fast exact widening."""
+    if dtype is None or values.dtype == dtype:
+        return values
+    if values.dtype == np.float16 and np.dtype(dtype) == np.float32:
+        return widen_f16(values)
+    return values.astype(dtype)
 
 
 def schema_doc() -> dict[str, Any]:
