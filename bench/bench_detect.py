@@ -57,12 +57,21 @@ def _peak_mib() -> float:
 
 
 def job_detect(store: str, type_: int, lang: str, top: int, layers: tuple[int, int] | None) -> dict:
+    """One detection in a process that has loaded what a `tnstore detect` process loads (the CLI app), timed
+    cold (its first call: page faults, BLAS and thread start-up) and warm (a second call, as in a notebook)."""
+    import tnstore.cli.app  # noqa: F401
     from tnstore.analysis.detect import detect
 
     t0 = time.perf_counter()
     result = detect(store, type=type_, lang=lang, top=top, layers=layers)
-    return {"seconds": time.perf_counter() - t0, "peak_mib": _peak_mib(), "n_sentences": result.n_sentences,
-            "n_candidates": result.n_candidates}
+    cold = time.perf_counter() - t0
+    out = {"seconds": cold, "peak_mib": _peak_mib(), "n_sentences": result.n_sentences,
+           "n_candidates": result.n_candidates}
+    if layers is None:  # the small store: a second call is cheap
+        t0 = time.perf_counter()
+        detect(store, type=type_, lang=lang, top=top, layers=layers)
+        out["warm_seconds"] = time.perf_counter() - t0
+    return out
 
 
 def job_reference(store: str, lang: str, layers: tuple[int, int], dtype: str, max_sentences: int | None = None) -> dict:
@@ -71,6 +80,7 @@ def job_reference(store: str, lang: str, layers: tuple[int, int], dtype: str, ma
     `max_sentences` limits the loop to the first sentences (to time a sample at sizes where the loop takes hours);
     `loop_s_per_iteration` is then the time of one (layer, sentence) step without the reads.
     """
+    import tnstore.cli.app  # noqa: F401  (loaded like job_detect's)
     from tnstore.store.store import Store
 
     t0 = time.perf_counter()
@@ -206,7 +216,7 @@ def bench_smollm2(store: Path, repeats: int) -> dict:
     best = min(detect_runs, key=lambda r: r["seconds"])
     out = {"store": str(store), "model": facts["model_spec"], "n_sentences": best["n_sentences"],
            "layers": list(layers), "detect_s": best["seconds"], "detect_s_all": [r["seconds"] for r in detect_runs],
-           "detect_peak_mib": best["peak_mib"]}
+           "detect_warm_s": min(r["warm_seconds"] for r in detect_runs), "detect_peak_mib": best["peak_mib"]}
     fast = Store.open(store).sql(
         "SELECT score FROM neuron_scores WHERE analysis_id = ? ORDER BY layer, neuron",
         [f"type1_ja_train_cosine_layers{layers[0]}-{layers[1]}"]).column("score").to_numpy()
@@ -218,6 +228,7 @@ def bench_smollm2(store: Path, repeats: int) -> dict:
         out[f"reference_{dtype}_s"] = ref["seconds"]
         out[f"reference_{dtype}_peak_mib"] = ref["peak_mib"]
         out[f"speedup_vs_{dtype}"] = ref["seconds"] / best["seconds"]
+        out[f"speedup_warm_vs_{dtype}"] = ref["seconds"] / out["detect_warm_s"]
         out[f"max_abs_diff_vs_{dtype}"] = float(np.abs(scores - fast).max())
         out[f"top1000_shared_vs_{dtype}"] = len(top_ref & top_fast)
     return out
@@ -267,11 +278,13 @@ def print_table(result: dict) -> None:
     if a:
         print(f"\n(a) {a['model']}: Type-1 ja, layers {a['layers'][0]}:{a['layers'][1]}, {a['n_sentences']} sentences scored")
         print(f"  {'job':<34}{'seconds':>10}{'peak MiB':>10}{'detect is':>12}{'max |diff|':>12}{'top-1000 shared':>17}")
-        print(f"  {'detect':<34}{a['detect_s']:>10.2f}{a['detect_peak_mib']:>10.0f}")
+        print(f"  {'detect (fresh process)':<34}{a['detect_s']:>10.2f}{a['detect_peak_mib']:>10.0f}")
+        print(f"  {'detect (second call, warm)':<34}{a['detect_warm_s']:>10.2f}")
         for dtype in ("float64", "float32"):
             print(f"  {'per-sentence reference, ' + dtype:<34}{a[f'reference_{dtype}_s']:>10.2f}"
                   f"{a[f'reference_{dtype}_peak_mib']:>10.0f}{a[f'speedup_vs_{dtype}']:>11.1f}x"
-                  f"{a[f'max_abs_diff_vs_{dtype}']:>12.1e}{a[f'top1000_shared_vs_{dtype}']:>17}")
+                  f"{a[f'max_abs_diff_vs_{dtype}']:>12.1e}{a[f'top1000_shared_vs_{dtype}']:>17}"
+                  f"   (warm: {a[f'speedup_warm_vs_{dtype}']:.1f}x)")
     if b:
         built = f"built in {b['build_s']:.0f} s" if b["build_s"] else "reused"
         print(f"\n(b) LLaMA-3-8B-shaped synthetic store: {b['n_sentences_scored']} sentences scored ({b['n_rows']} rows), "

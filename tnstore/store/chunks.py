@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from numcodecs import blosc
 
+from tnstore.store.parallel import over_slices
+
 # Blosc's own thread team would compete with BLAS and with our reader threads on small machines; decompression
 # already runs in a background thread wherever it matters.
 blosc.use_threads = False
@@ -69,9 +71,12 @@ class ChunkReader:
         elif out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous {self.dtype} of shape {shape}")
         rows_per_chunk, cols_per_chunk = self.chunks[0], self.chunks[1]
-        for rc in range(a // rows_per_chunk, -(-b // rows_per_chunk)):
-            r0, r1 = max(a, rc * rows_per_chunk), min(b, (rc + 1) * rows_per_chunk)
-            for lc in range(lo // cols_per_chunk, -(-hi // cols_per_chunk)):
+        coords = [(rc, lc) for rc in range(a // rows_per_chunk, -(-b // rows_per_chunk))
+                  for lc in range(lo // cols_per_chunk, -(-hi // cols_per_chunk))]
+
+        def decode(first: int, end: int) -> None:  # chunks first..end-1 of `coords`; on the cores in parallel
+            for rc, lc in coords[first:end]:
+                r0, r1 = max(a, rc * rows_per_chunk), min(b, (rc + 1) * rows_per_chunk)
                 c0, c1 = max(lo, lc * cols_per_chunk), min(hi, (lc + 1) * cols_per_chunk)
                 dest = out[r0 - a : r1 - a, c0 - lo : c1 - lo]
                 if dest.shape == self.chunks and dest.flags.c_contiguous:
@@ -81,6 +86,8 @@ class ChunkReader:
                     self._decode((rc, lc), chunk)
                     dest[...] = chunk[r0 - rc * rows_per_chunk : r1 - rc * rows_per_chunk,
                                       c0 - lc * cols_per_chunk : c1 - lc * cols_per_chunk]
+
+        over_slices(len(coords), decode, min_items=2)
         return out[:, 0] if squeeze else out
 
     def _decode(self, coords: tuple[int, int], dest: np.ndarray) -> None:
