@@ -27,13 +27,13 @@ def _selection(langs: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return names, codes
 
 
-@pytest.mark.parametrize("max_rows, prefetch, workers, strip", [
+@pytest.mark.parametrize("max_rows, prefetch, workers, chunk", [
     (16, True, None, 4), (48, False, 1, 2048), (512, True, 3, 5), (48, True, 2, 2048),
 ])
-def test_moments_equal_numpy_per_group(synthetic, monkeypatch, max_rows, prefetch, workers, strip):
-    """Any block size, column strip width, worker count, with or without the reader thread."""
+def test_moments_equal_numpy_per_group(synthetic, monkeypatch, max_rows, prefetch, workers, chunk):
+    """Any block size, column chunk width, thread count, with or without the reader thread."""
     store, x, langs = synthetic
-    monkeypatch.setattr(group_stats, "STRIP_COLUMNS", strip)
+    monkeypatch.setattr(group_stats, "COLUMN_CHUNK", chunk)
     rows = np.arange(len(langs))[np.arange(len(langs)) % 3 != 1]  # a selection with holes, across runs
     names, codes = _selection(langs, rows)
     m, gathered = group_moments(store, rows, codes, len(names), range(x.shape[1]), max_rows=max_rows,

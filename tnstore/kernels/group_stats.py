@@ -11,25 +11,24 @@ from which the group's mean (shift + sum/n) and centred sum of squares (sumsq - 
 cancellation that raw Σx² - (Σx)²/n suffers when a neuron's mean dwarfs its spread. Everything the correlation
 ratio and the one-way ANOVA need is a function of these numbers, so they are computed once and kept as a table.
 
-Optionally the same pass gathers a few neurons' raw activations (for rank statistics such as Mann-Whitney U).
-Memory is bounded by a few blocks of rows of one layer (the one being summed, its group-sorted float32 copy, the
-next ones read ahead), a float64 column strip per worker, and the accumulators (G × L × D float64, three times).
+The sums are one compiled pass per block (tnstore.kernels.group_sums) on all cores, while a reader thread
+decompresses the next block. Optionally the same pass gathers a few neurons' raw activations (for rank
+statistics such as Mann-Whitney U). Memory is bounded by a few blocks of rows of one layer and the accumulators
+(G × L × D float64, three times).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tnstore.kernels.buffers import Scratch
+from tnstore.errors import TnstoreError
 from tnstore.kernels.prefetch import prefetched
-from tnstore.store.store import Store
+from tnstore.store.store import Store, as_dtype
 
-STRIP_COLUMNS = 2048
+COLUMN_CHUNK = 512  # columns per parallel work item of the compiled pass: its accumulator rows stay in L1/L2
 
 
 @dataclass(frozen=True)
@@ -67,37 +66,41 @@ def group_moments(
     (N, K) float32 matrix in the order of `rows` (None when not asked for).
     on_block(n_rows) is called after each block, for progress reporting.
     prefetch: read the next block in a background thread while this one is summed.
-    workers: threads that sum column slices of a block (default: one per CPU, at most 4); numpy releases the
-    GIL in every step, so reading and summing share the cores instead of taking turns.
+    workers: threads of the compiled pass (default: numba's, one per CPU).
     """
+    from tnstore.kernels import group_sums  # compiled on first use: keep numba out of every CLI start-up
+
     rows = np.asarray(rows, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64)
     layers = [int(layer) for layer in layers]
     d = store.segments()[0].array(array).shape[-1]
-    shape = (n_groups, len(layers), d)
+    # Layer-major while summing, so each layer's (G, D) accumulators are contiguous for the compiled loops.
+    shape = (len(layers), n_groups, d)
     shift, total, total_sq = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    shifted = np.zeros((n_groups, len(layers)), dtype=bool)  # whether group g's shift is fixed in layer i
+    shifted = np.zeros((len(layers), n_groups), dtype=bool)  # whether group g's shift is fixed in layer i
     gathered = None if gather is None else np.empty((len(rows), len(gather)), dtype=np.float32)
     blocks = ((i, layer, positions, block) for i, layer in enumerate(layers)
               for positions, block in store.iter_rows(array, rows, layer, max_rows, dtype=None))
-    workers = workers or min(4, os.cpu_count() or 1)
-    # Column strips small enough that a strip's float64 copy stays in cache while it is summed.
-    spans = [(a, min(a + STRIP_COLUMNS, d)) for a in range(0, d, STRIP_COLUMNS)]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tnstore-sum") as pool, _one_torch_thread():
+    with _threads(workers):
         for i, layer, positions, block in (prefetched(blocks) if prefetch else blocks):
-            order, runs = _runs(codes[positions])
-            first = ~shifted[:, i]
-            jobs = [pool.submit(_add_strip, block[:, a:b], order, runs, first, shift[:, i, a:b], total[:, i, a:b],
-                                total_sq[:, i, a:b]) for a, b in spans]
-            for job in jobs:
-                job.result()
-            shifted[[g for g, _, _ in runs], i] = True
+            block = np.ascontiguousarray(block)
+            block_codes = codes[positions]
+            _fix_shifts(block, block_codes, shift[i], shifted[i])
+            if block.dtype == np.float16:
+                group_sums.add_float16(block.view(np.int16), block_codes, shift[i], total[i], total_sq[i],
+                                       COLUMN_CHUNK)
+            else:
+                group_sums.add_float(block, block_codes, shift[i], total[i], total_sq[i], COLUMN_CHUNK)
             if gathered is not None:
                 _gather_block(gathered, gather, layer, positions, block)
             if on_block is not None:
                 on_block(len(positions))
+    if not np.isfinite(total_sq).all():
+        bad = layers[int(np.flatnonzero(~np.isfinite(total_sq).all(axis=(1, 2)))[0])]
+        raise TnstoreError(f"array {array} holds inf or nan in layer {bad}; the store is damaged: capture it again")
     n = np.bincount(codes, minlength=n_groups).astype(np.int64)
-    return GroupMoments(n, shift, total, total_sq), gathered
+    group_major = [np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (shift, total, total_sq)]
+    return GroupMoments(n, *group_major), gathered
 
 
 def gather_columns(store: Store, rows: np.ndarray, pairs: np.ndarray, *, array: str = "mlp_act",
@@ -112,70 +115,32 @@ def gather_columns(store: Store, rows: np.ndarray, pairs: np.ndarray, *, array: 
     return out
 
 
-_scratch = Scratch()
-
-
-def _runs(block_codes: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, int, int]]]:
-    """The row order that sorts a block by group (None if it already is), and the runs of equal group in that
-    order as (group, first row, end row)."""
-    order = np.argsort(block_codes, kind="stable")
-    sorted_codes = block_codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    ends = np.r_[starts[1:], len(sorted_codes)]
-    runs = [(int(sorted_codes[a]), int(a), int(b)) for a, b in zip(starts, ends)]
-    return (None if np.array_equal(order, np.arange(len(order))) else order), runs
-
-
-def _add_strip(columns: np.ndarray, order: np.ndarray | None, runs: list[tuple[int, int, int]], first: np.ndarray,
-               shift: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> None:
-    """Add a block's columns (B, w) into the (G, w) views, one run of same-group rows at a time.
-
-    Every copy is of one strip, so it stays in this core's cache. first[g]: group g has no shift yet in this
-    layer; its mean over this block becomes the shift (a good guess of the final mean, so the shifted sums stay
-    small and their squares do not cancel).
-    """
-    if order is not None:
-        columns = np.take(columns, order, axis=0, out=_scratch.get("rows", columns.shape, columns.dtype), mode="clip")
-    # float16/float32 values and their squares are exact in float64, so only the sums round.
-    x = _scratch.get("x", columns.shape, np.float64)
-    np.copyto(x, _widened(columns))
-    for g, a, b in runs:
-        part = x[a:b]
-        if first[g]:
-            shift[g] = part.mean(axis=0)
-        part -= shift[g]
-        total[g] += part.sum(axis=0)
-        total_sq[g] += np.einsum("ij,ij->j", part, part)
-
-
-def _widened(columns: np.ndarray) -> np.ndarray:
-    """float16 -> float32 (exact). numpy converts float16 one element at a time (~1-2 ns a value, more than all
-    the summing); torch, a dependency anyway, uses the CPU's F16C instructions (~0.1 ns)."""
-    if columns.dtype != np.float16:
-        return columns
-    import torch
-
-    out = _scratch.get("wide", columns.shape, np.float32)
-    torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(columns)))
-    return out
+def _fix_shifts(block: np.ndarray, block_codes: np.ndarray, shift: np.ndarray, shifted: np.ndarray) -> None:
+    """A group seen for the first time in this layer gets its mean over this block's rows as its shift (G, D):
+    a good guess of its final mean, so the shifted sums stay small and their squares do not cancel."""
+    for g in np.unique(block_codes):
+        if not shifted[g]:
+            shift[g] = as_dtype(block[block_codes == g], np.float32).mean(axis=0, dtype=np.float64)
+            shifted[g] = True
 
 
 @contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """The summing workers are the parallelism; torch must not start a thread team inside each of them."""
-    import torch
+def _threads(workers: int | None) -> Iterator[None]:
+    """numba's thread count for the block, restored after."""
+    if workers is None:
+        yield
+        return
+    import numba
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(workers, numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        numba.set_num_threads(before)
 
 
 def _gather_block(out: np.ndarray, pairs: np.ndarray, layer: int, positions: np.ndarray, block: np.ndarray) -> None:
     cols = np.flatnonzero(pairs[:, 0] == layer)
     if len(cols):
         out[np.ix_(positions, cols)] = block[:, pairs[cols, 1]]
-
-
