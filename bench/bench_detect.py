@@ -146,7 +146,8 @@ def llama_facts(n_layers: int, d_model: int, d_mlp: int, seed: int) -> dict:
 
 def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int, d_mlp: int, seed: int = 0,
                           chunk_rows: int = 256) -> Path:
-    """A store of 2 * n_pairs interleaved en/ja rows (like a parallel capture) with random float16 arrays.
+    """A store of n_pairs en rows then their n_pairs ja partners (the row order a parallel capture writes) with
+    random float16 arrays.
 
     Written: hidden, resid_pre_mlp, mlp_act, mlp_out_scale (what detect reads) and the model arrays. mlp_out and
     final_raw are created but left unwritten (they read as zeros); detect never reads them.
@@ -180,13 +181,13 @@ def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int,
             segment["mlp_act"][start:stop] = (rng.standard_normal((stop - start, n_layers, d_mlp), dtype=np.float32)
                                               * 0.1).astype(np.float16)
             segment["mlp_out_scale"][start:stop] = np.ones((stop - start, n_layers), np.float32)
-        pair_ids = [f"synthetic:{k // 2}" for k in range(n_rows)]
+        pair_ids = [f"synthetic:{k % n_pairs}" for k in range(n_rows)]
         now = datetime.now(timezone.utc)
         store.write_part("sentences", run_id, pa.table({
             "row": np.arange(n_rows, dtype=np.int64), "run_id": [run_id] * n_rows,
-            "lang": ["en", "ja"] * n_pairs, "text": [f"synthetic sentence {k}" for k in range(n_rows)],
+            "lang": ["en"] * n_pairs + ["ja"] * n_pairs, "text": [f"synthetic sentence {k}" for k in range(n_rows)],
             "pair_id": pair_ids, "split": ["train"] * n_rows, "kind": ["parallel"] * n_rows,
-            "source": ["synthetic"] * n_rows, "source_line": np.arange(n_rows) // 2 + 1,
+            "source": ["synthetic"] * n_rows, "source_line": np.arange(n_rows) % n_pairs + 1,
             "n_tokens": np.full(n_rows, 12, np.int32), "ablation": pa.nulls(n_rows, pa.string())}))
         store.write_part("runs", run_id, pa.Table.from_pylist([{
             "run_id": run_id, "command": "bench/bench_detect.py", "corpus": "synthetic", "corpus_sha256": "",
@@ -221,7 +222,9 @@ def bench_smollm2(store: Path, repeats: int) -> dict:
         "SELECT score FROM neuron_scores WHERE analysis_id = ? ORDER BY layer, neuron",
         [f"type1_ja_train_cosine_layers{layers[0]}-{layers[1]}"]).column("score").to_numpy()
     for dtype in ("float64", "float32"):
-        ref = in_fresh_process(job_reference, str(store), "ja", layers, dtype)
+        # As many runs as detect gets, the fastest counts: the machine's noise then favours neither side.
+        ref = min((in_fresh_process(job_reference, str(store), "ja", layers, dtype) for _ in range(repeats)),
+                  key=lambda r: r["seconds"])
         scores = ref.pop("scores").ravel()
         top_ref = set(np.argsort(-scores, kind="stable")[:1000].tolist())
         top_fast = set(np.argsort(-fast, kind="stable")[:1000].tolist())

@@ -135,32 +135,47 @@ def select_rows(store: Store, settings: DetectSettings) -> Selection:
                 GROUP BY coalesce(pair_id, 'row:' || row) ORDER BY 1
         pairs:  the en and :lang sides (min(row) per lang and pair_id) of usable rows of kind 'parallel',
                 joined on pair_id, ordered by the L2 row
-    It runs on Arrow rather than DuckDB: starting a DuckDB database takes longer than detecting on a small model.
+    It runs in numpy rather than DuckDB or Arrow's query engine: starting either takes longer than detecting on a
+    small model.
     """
-    sentences = store.read_table("sentences", ["row", "lang", "split", "kind", "pair_id", "ablation"])
-    usable = sentences.filter(pc.and_(pc.equal(sentences["split"], settings.split), pc.is_null(sentences["ablation"])))
-    in_lang = usable.filter(pc.and_(pc.equal(usable["lang"], settings.lang), pc.not_equal(usable["kind"], "nonparallel")))
-    key = pc.coalesce(in_lang["pair_id"], pc.binary_join_element_wise("row:", pc.cast(in_lang["row"], pa.string()), ""))
-    scored = np.sort(_first_rows(pa.table({"key": key, "row": in_lang["row"]}), ["key"])["row"].to_numpy())
+    table = store.read_table("sentences", ["row", "lang", "split", "kind", "pair_id", "ablation"])
+    col = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+    rows = col["row"].astype(np.int64)
+    no_pair = _is_null(col["pair_id"])
+    usable = (col["split"] == settings.split) & _is_null(col["ablation"])
+    in_lang = usable & (col["lang"] == settings.lang) & (col["kind"] != "nonparallel")
+    keys = np.where(no_pair, np.char.add("row:", rows.astype(str)).astype(object), col["pair_id"])
+    scored = np.sort(_first_rows(rows[in_lang], keys[in_lang])[1])
     if len(scored) == 0:
-        _explain_missing_lang(sentences, settings.lang, settings.split)
+        _explain_missing_lang(table, settings.lang, settings.split)
     if settings.type == 2:
         empty = np.empty(0, dtype=np.int64)
-        return Selection(scored.astype(np.int64), empty, empty)
-    parallel = usable.filter(pc.and_(pc.equal(usable["kind"], "parallel"), pc.is_valid(usable["pair_id"])))
-    sides = [_first_rows(parallel.filter(pc.equal(parallel["lang"], lang)), ["pair_id"]) for lang in (ENGLISH, settings.lang)]
-    pairs = sides[0].join(sides[1], "pair_id", join_type="inner", left_suffix="_en", right_suffix="_l2").sort_by("row_l2")
-    if pairs.num_rows == 0:
+        return Selection(scored, empty, empty)
+    parallel = usable & (col["kind"] == "parallel") & ~no_pair
+    sides = [_first_rows(rows[parallel & (col["lang"] == lang)], keys[parallel & (col["lang"] == lang)])
+             for lang in (ENGLISH, settings.lang)]
+    _, en_at, l2_at = np.intersect1d(sides[0][0], sides[1][0], assume_unique=True, return_indices=True)
+    if len(en_at) == 0:
         raise TnstoreError(
             f"split {settings.split} has no parallel en-{settings.lang} pairs; Type-1 needs them for the shared "
             f"centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with --split {settings.split}")
-    as_rows = [pairs[c].to_numpy().astype(np.int64) for c in ("row_en", "row_l2")]
-    return Selection(scored.astype(np.int64), *as_rows)
+    en_rows, l2_rows = sides[0][1][en_at], sides[1][1][l2_at]
+    by_l2 = np.argsort(l2_rows, kind="stable")
+    return Selection(scored, en_rows[by_l2], l2_rows[by_l2])
 
 
-def _first_rows(table: pa.Table, keys: list[str]) -> pa.Table:
-    """The lowest `row` per distinct `keys`: a pair id captured twice counts once."""
-    return table.select(keys + ["row"]).group_by(keys).aggregate([("row", "min")]).rename_columns(keys + ["row"])
+def _first_rows(rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys, the lowest row of each): a pair id captured twice counts once."""
+    order = np.argsort(rows, kind="stable")
+    distinct, first = np.unique(keys[order].astype(str), return_index=True)
+    return distinct, rows[order][first]
+
+
+def _is_null(values: np.ndarray) -> np.ndarray:
+    """Which entries of a column taken from Arrow (an object array for strings) are null."""
+    if values.dtype != object:
+        return np.zeros(len(values), dtype=bool)
+    return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
 
 
 def detect(

@@ -125,7 +125,8 @@ def _to_sentence_rows(
         raise TnstoreError(f"corpus {path}: --kind {kind} needs at least two language columns")
     id_column = "pair_id" if "pair_id" in columns else "id" if "id" in columns else None
     stem = path.name.split(".jsonl")[0].split(".csv")[0].split(".parquet")[0]
-    rows, seen = [], set()
+    by_lang: dict[str, list[dict[str, Any]]] = {lang: [] for lang in lang_columns}
+    seen = set()
     for number, rec in records:
         if set(rec) != set(columns):
             raise TnstoreError(f"corpus {path} line {number} has columns {sorted(rec)}, the first line has {sorted(columns)}")
@@ -135,8 +136,8 @@ def _to_sentence_rows(
         seen.add(local_id)
         pair_id = f"{stem}:{local_id}"
         for lang in lang_columns:
-            rows.append(_row(path, number, lang, rec[lang], pair_id, kind))
-    return rows
+            by_lang[lang].append(_row(path, number, lang, rec[lang], pair_id, kind))
+    return [row for lang in lang_columns for row in by_lang[lang]]
 
 
 def _long_rows(path: Path, records: list[tuple[int, dict[str, Any]]], kind: str | None) -> list[dict[str, Any]]:
@@ -160,7 +161,17 @@ def _long_rows(path: Path, records: list[tuple[int, dict[str, Any]]], kind: str 
         if row_kind not in _KINDS:
             raise TnstoreError(f"corpus {path} line {number}: kind {row_kind!r} is not one of {', '.join(_KINDS)}")
         rows.append(_row(path, number, lang, rec["text"], pair_id, row_kind))
-    return rows
+    return _language_major(rows)
+
+
+def _language_major(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by language in order of first appearance, file order within a language.
+
+    Why: most reads select one language (a detection scores the L2 rows; a language's centroid), and a
+    language's rows then fill whole chunks instead of sharing every chunk with the other languages.
+    """
+    first_seen = {lang: k for k, lang in reversed(list(enumerate(row["lang"] for row in rows)))}
+    return sorted(rows, key=lambda row: first_seen[row["lang"]])
 
 
 def _row(path: Path, number: int, lang: str, text: Any, pair_id: str | None, kind: str) -> dict[str, Any]:

@@ -177,7 +177,8 @@ class Store:
         if not files:
             empty = schema.empty_table()
             return empty.select(list(columns)) if columns else empty
-        parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in files]
+        # ParquetFile reads a file without pyarrow.dataset, whose first import costs more than a small table.
+        parts = [pq.ParquetFile(f).read(columns=list(columns) if columns else None) for f in files]
         return pa.concat_tables(parts, promote_options="default")
 
     def connect(self, tables: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
