@@ -93,3 +93,17 @@ def test_prefetch_passes_items_and_errors_through():
 
     with pytest.raises(ValueError, match="boom"):
         list(prefetched(failing()))
+
+
+@pytest.mark.parametrize("storage_dtype", ["float16", "float32"])
+def test_inf_or_nan_in_the_store_is_an_error_not_a_number(tmp_path, storage_dtype):
+    """Capture never stores them; a store that holds one anyway is reported, not summed into finite garbage
+    (the float16 bit trick alone would turn inf into 65536)."""
+    from tnstore.errors import TnstoreError
+
+    acts = np.ones((40, 2, 5))
+    acts[17, 1, 3] = np.inf if storage_dtype == "float16" else np.nan
+    langs = ["a", "b"] * 20
+    store = write_synthetic_store(tmp_path / "s", acts, langs, storage_dtype=storage_dtype)
+    with pytest.raises(TnstoreError, match="inf or nan in layer 1"):
+        group_moments(store, np.arange(40), np.arange(40) % 2, 2, range(2))
