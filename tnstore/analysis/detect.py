@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from tnstore.errors import TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
-from tnstore.kernels.buffers import Recycler
+from tnstore.store.buffers import Recycler
 from tnstore.kernels.prefetch import prefetched
 from tnstore.kernels.scoring import DISTANCES, LayerTerms, score_sums, value_terms
 from tnstore.store.store import Store

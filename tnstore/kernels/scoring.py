@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from tnstore.kernels.buffers import Scratch
+from tnstore.store.buffers import Scratch
 from tnstore.store.parallel import over_slices
 from tnstore.store.f16 import widen_f16
 

@@ -20,6 +20,9 @@ import numpy as np
 from numcodecs import blosc
 
 from tnstore.store.parallel import over_slices
+from tnstore.store.buffers import Scratch
+
+_scratch = Scratch()
 
 # Blosc's own thread team would compete with BLAS and with our reader threads on small machines; decompression
 # already runs in a background thread wherever it matters.
@@ -81,8 +84,8 @@ class ChunkReader:
                 dest = out[r0 - a : r1 - a, c0 - lo : c1 - lo]
                 if dest.shape == self.chunks and dest.flags.c_contiguous:
                     self._decode((rc, lc), dest)  # a whole chunk lands in place: no copy
-                else:
-                    chunk = np.empty(self.chunks, dtype=self.dtype)
+                else:  # decoded into this thread's reused buffer (a fresh one costs a page fault per 4 KiB)
+                    chunk = _scratch.get("chunk", self.chunks, self.dtype)
                     self._decode((rc, lc), chunk)
                     dest[...] = chunk[r0 - rc * rows_per_chunk : r1 - rc * rows_per_chunk,
                                       c0 - lc * cols_per_chunk : c1 - lc * cols_per_chunk]
