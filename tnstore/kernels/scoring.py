@@ -113,6 +113,7 @@ def score_sums(terms: LayerTerms, resid: np.ndarray, act: np.ndarray, scale: np.
                           out=_scratch.get("cross", (len(diff64), len(terms.values)), np.float32))
         diff_norm = np.sqrt(np.einsum("nd,nd->n", diff64, diff64))
     scale32 = scale.astype(np.float32)
+    unit_scale = bool(np.all(scale32 == 1))
     tile_rows = max(1, TILE_VALUES // cross.shape[1])
 
     def partial_sums(first: int, end: int) -> np.ndarray:  # rows first..end-1; run on the cores in parallel
@@ -122,7 +123,8 @@ def score_sums(terms: LayerTerms, resid: np.ndarray, act: np.ndarray, scale: np.
             alpha = act[tile]
             if alpha.dtype == np.float16:
                 alpha = widen_f16(alpha, _scratch.get("alpha", alpha.shape, np.float32))
-            act_eff = np.multiply(alpha, scale32[tile, None], dtype=np.float32)  # a = alpha * s (frozen norm)
+            # a = alpha * s (frozen norm); s is 1 for every family without a post-MLP norm
+            act_eff = alpha if unit_scale else np.multiply(alpha, scale32[tile, None], dtype=np.float32)
             if terms.dist == "cosine":
                 gain = cosine_gain(act_eff, cross[tile], resid_norm[tile], resid_dot_centroid[tile],
                                    terms.value_dot_centroid, terms.value_sq, terms.centroid_norm)
