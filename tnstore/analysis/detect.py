@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 from tnstore.errors import TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
 from tnstore.store.buffers import Recycler
-from tnstore.kernels.prefetch import prefetched
 from tnstore.kernels.scoring import DISTANCES, LayerTerms, score_sums, value_terms
 from tnstore.store.store import Store
 
@@ -32,8 +31,6 @@ TYPES = (1, 2)
 ENGLISH = "en"
 _ID_SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
 GROUP_BYTES = 256 * 2**20  # value vectors + one block of rows of the layers read together
-PIPELINE_STEPS = 8
-OVERLAP_MAX_VALUE_BYTES = 64 * 2**20  # float32 value vectors of one layer up to which reads run in the background
 
 
 @dataclass(frozen=True)
@@ -238,12 +235,10 @@ def _score_layers(
     centroids = np.zeros((n_layers, d_model))
     sums = np.zeros((n_layers, d_mlp))
     recycler = Recycler()
-    works = _prepare(store, settings, selection, max_rows, recycler)
-    # A background reader pays off while products are short. A LLaMA-8B layer's product keeps both of a small
-    # machine's cores busy for most of a second, and a reader thread competing with it stalls OpenBLAS's
-    # statically split work for longer than the reads take (measured in bench/bench_detect.py): read in turn.
-    overlap = d_model * d_mlp * 4 <= OVERLAP_MAX_VALUE_BYTES
-    for work in prefetched(works) if overlap else works:
+    # Reads and scoring take turns, each on every core (chunk decoding, BLAS and the elementwise tiles are all
+    # parallel): a background reader competing with them for a small machine's cores was slower at every model
+    # size measured in bench/bench_detect.py, and stalls OpenBLAS's statically split products on large ones.
+    for work in _prepare(store, settings, selection, max_rows, recycler):
         for j, layer in enumerate(work.layers):
             centroids[layer - first] = work.centroids[j]
             sums[layer - first] += score_sums(work.terms[j], work.resid[:, j], work.act[:, j], work.scale[:, j])
@@ -300,15 +295,14 @@ def _mark_last(items: Iterator) -> Iterator[tuple[bool, object]]:
 
 
 def _layer_groups(facts: dict, settings: DetectSettings, block_rows: int) -> Iterator[range]:
-    """Consecutive candidate layers read together: as many as fit GROUP_BYTES (at least one), and few enough
-    that there are PIPELINE_STEPS groups, so that reading the next group overlaps scoring this one.
+    """Consecutive candidate layers read together: as many as fit GROUP_BYTES (at least one).
 
-    A LLaMA-8B layer alone fills the budget; a small model's layers go in a handful of groups.
+    A LLaMA-8B layer alone fills the budget; a small model's candidate layers are read in one go, which saves
+    a few thousand small reads and calls.
     """
     d_model, d_mlp = int(facts["d_model"]), int(facts["d_mlp"])
     per_layer = 4 * (d_mlp * d_model + block_rows * (d_model + d_mlp))  # float32 value vectors + one block of rows
-    n_layers = settings.layer_end - settings.layer_start
-    size = max(1, min(GROUP_BYTES // per_layer, -(-n_layers // PIPELINE_STEPS)))
+    size = max(1, GROUP_BYTES // per_layer)
     for start in range(settings.layer_start, settings.layer_end, size):
         yield range(start, min(start + size, settings.layer_end))
 
@@ -340,9 +334,10 @@ def _ranking_table(settings: DetectSettings, scores: np.ndarray) -> pa.Table:
     d_mlp = scores.shape[1]
     n = len(best)
     return pa.table({
-        "set_id": [settings.set_id] * n, "analysis_id": [settings.analysis_id] * n,
-        "lang": [settings.lang] * n, "type": np.full(n, settings.type, np.int8), "split": [settings.split] * n,
-        "dist": [settings.dist] * n, "layer_start": np.full(n, settings.layer_start, np.int32),
+        "set_id": _same(settings.set_id, n), "analysis_id": _same(settings.analysis_id, n),
+        "lang": _same(settings.lang, n), "type": np.full(n, settings.type, np.int8),
+        "split": _same(settings.split, n),
+        "dist": _same(settings.dist, n), "layer_start": np.full(n, settings.layer_start, np.int32),
         "layer_end": np.full(n, settings.layer_end, np.int32), "top": np.full(n, settings.top, np.int32),
         "rank": np.arange(1, n + 1, dtype=np.int32),
         "layer": (settings.layer_start + best // d_mlp).astype(np.int32),
@@ -355,8 +350,8 @@ def _scores_table(settings: DetectSettings, n_sentences: int, scores: np.ndarray
     n_layers, d_mlp = scores.shape
     n = scores.size
     return pa.table({
-        "analysis_id": [settings.analysis_id] * n, "lang": [settings.lang] * n,
-        "type": np.full(n, settings.type, np.int8), "split": [settings.split] * n, "dist": [settings.dist] * n,
+        "analysis_id": _same(settings.analysis_id, n), "lang": _same(settings.lang, n),
+        "type": np.full(n, settings.type, np.int8), "split": _same(settings.split, n), "dist": _same(settings.dist, n),
         "layer_start": np.full(n, settings.layer_start, np.int32), "layer_end": np.full(n, settings.layer_end, np.int32),
         "n_sentences": np.full(n, n_sentences, np.int64),
         "layer": np.repeat(np.arange(settings.layer_start, settings.layer_start + n_layers, dtype=np.int32), d_mlp),
@@ -371,9 +366,9 @@ def _centroid_table(settings: DetectSettings, selection: Selection, centroids: n
     shared = settings.type == 1
     count = len(selection.pair_en_rows) if shared else len(selection.scored_rows)
     return pa.table({
-        "analysis_id": [settings.analysis_id] * n, "lang": [settings.lang] * n,
-        "type": np.full(n, settings.type, np.int8), "split": [settings.split] * n,
-        "target": ["shared" if shared else "L2"] * n, "layer": layers, "hidden_index": layers + 1,
+        "analysis_id": _same(settings.analysis_id, n), "lang": _same(settings.lang, n),
+        "type": np.full(n, settings.type, np.int8), "split": _same(settings.split, n),
+        "target": _same("shared" if shared else "L2", n), "layer": layers, "hidden_index": layers + 1,
         "n": np.full(n, count, np.int64),
         "centroid": pa.FixedSizeListArray.from_arrays(centroids.astype(np.float32).ravel(), centroids.shape[1])
                     .cast(pa.list_(pa.float32())),
@@ -381,12 +376,17 @@ def _centroid_table(settings: DetectSettings, selection: Selection, centroids: n
 
 
 # ---------------------------------------------------------------- helpers
+def _same(value: str, n: int) -> pa.Array:
+    """A string column holding `value` n times, built in Arrow (a Python list of n strings costs milliseconds)."""
+    return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
+
+
 def _explain_missing_lang(sentences: pa.Table, lang: str, split: str) -> None:
     langs = sorted(set(sentences["lang"].to_pylist()))
     if lang not in langs:
         raise TnstoreError(f"--lang {lang}: the store has no {lang} sentences (it has: {', '.join(langs) or 'none'})")
-    usable = sentences.filter(pc.and_(pc.equal(sentences["lang"], lang),
-                                      pc.and_(pc.not_equal(sentences["kind"], "nonparallel"), pc.is_null(sentences["ablation"]))))
+    scorable = pc.and_(pc.not_equal(sentences["kind"], "nonparallel"), pc.is_null(sentences["ablation"]))
+    usable = sentences.filter(pc.and_(pc.equal(sentences["lang"], lang), scorable))
     splits = sorted(set(usable["split"].to_pylist()))
     where = f"splits with {lang}: {', '.join(splits)}" if splits else f"only nonparallel {lang} sentences are captured"
     raise TnstoreError(f"--split {split}: no {lang} sentences to score in split {split} ({where}); pass another --split")

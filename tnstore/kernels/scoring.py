@@ -79,7 +79,7 @@ def value_terms(
             value_dot_centroid[lo:hi] = tile @ centroid
             value_sq[lo:hi] = np.einsum("md,md->m", tile, tile)
 
-    over_slices(m, fill, min_items=4 * rows)
+    over_slices(m, fill, min_items=rows)
     return LayerTerms(dist=dist, values=values, centroid=centroid, centroid_norm=float(np.sqrt(centroid @ centroid)),
                       value_dot_centroid=value_dot_centroid, value_sq=value_sq.astype(np.float64))
 
@@ -104,7 +104,8 @@ def score_sums(terms: LayerTerms, resid: np.ndarray, act: np.ndarray, scale: np.
         resid32 = np.ascontiguousarray(resid, dtype=np.float32)
         resid64 = resid32.astype(np.float64)
         # (n, m) r.v: the only product that scales with n*m*d
-        cross = np.matmul(resid32, terms.values.T, out=_scratch.get("cross", (len(resid32), len(terms.values)), np.float32))
+        cross = np.matmul(resid32, terms.values.T,
+                          out=_scratch.get("cross", (len(resid32), len(terms.values)), np.float32))
         resid_norm = np.sqrt(np.einsum("nd,nd->n", resid64, resid64))
         resid_dot_centroid = resid64 @ terms.centroid
     else:
@@ -133,7 +134,7 @@ def score_sums(terms: LayerTerms, resid: np.ndarray, act: np.ndarray, scale: np.
             sums += gain.sum(axis=0, dtype=np.float64)
         return sums
 
-    return np.sum(over_slices(cross.shape[0], partial_sums, min_items=2 * tile_rows), axis=0)
+    return np.sum(over_slices(cross.shape[0], partial_sums, min_items=tile_rows), axis=0)
 
 
 def cosine_gain(

@@ -90,7 +90,7 @@ class ChunkReader:
                     dest[...] = chunk[r0 - rc * rows_per_chunk : r1 - rc * rows_per_chunk,
                                       c0 - lc * cols_per_chunk : c1 - lc * cols_per_chunk]
 
-        over_slices(len(coords), decode, min_items=2)
+        over_slices(len(coords), decode, min_items=1)
         return out[:, 0] if squeeze else out
 
     def _decode(self, coords: tuple[int, int], dest: np.ndarray) -> None:
