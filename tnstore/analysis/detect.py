@@ -182,10 +182,9 @@ def detect(
     """Score every candidate neuron (Eq. 7-9), rank them and write centroids, neuron_scores and transfer_neurons.
 
     `layers`: 0-based half-open decoder-layer range ("A:B" or a tuple); default `default_layers`.
-    `max_rows`: store rows per streamed block (one matrix product per layer and block; when the L2 rows are
-    interleaved with their en partners, a block holds about half as many scored sentences). Memory stays within about
-    three blocks in flight (value vectors plus rows of the layers read together, ~GROUP_BYTES each when a layer
-    fits) plus ~5 float32 (max_rows, d_mlp) temporaries of the elementwise pass.
+    `max_rows`: store rows per streamed block (one matrix product per layer and block). Memory stays within about
+    two groups of layers (value vectors plus one block of their rows, ~GROUP_BYTES each when a layer fits; the
+    value buffers are recycled) plus one float32 (max_rows, d_mlp) product and the elementwise tiles.
     """
     t0 = time.perf_counter()
     store = Store.open(store_path)
@@ -227,8 +226,8 @@ def _score_layers(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroids (n_cand_layers, d) float64 and scores (n_cand_layers, d_mlp) float64 of the candidate layers.
 
-    Reading and preparing the next block (Zarr decompression, float16 casts, per-layer constants) runs in a
-    background thread while this one does the matrix products, so I/O hides behind BLAS.
+    Reading a group (chunk decoding, float16 widening, per-layer constants) and scoring it take turns, each
+    spread over every core.
     """
     first, n_layers = settings.layer_start, settings.layer_end - settings.layer_start
     d_model, d_mlp = int(store.model_facts["d_model"]), int(store.model_facts["d_mlp"])
