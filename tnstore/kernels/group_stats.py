@@ -3,7 +3,7 @@
 For each (group, layer, neuron) the pass accumulates, in float64,
 
     n       sentences in the group
-    shift   a per-group, per-neuron offset: the group's mean over the rows of its first block
+    shift   a per-group, per-neuron offset: the group's first row in the pass
     sum     Σ (x - shift)
     sumsq   Σ (x - shift)²
 
@@ -86,11 +86,11 @@ def group_moments(
             block = np.ascontiguousarray(block)
             block_codes = codes[positions]
             _fix_shifts(block, block_codes, shift[i], shifted[i])
+            runs = _runs(block_codes)
             if block.dtype == np.float16:
-                group_sums.add_float16(block.view(np.int16), block_codes, shift[i], total[i], total_sq[i],
-                                       COLUMN_CHUNK)
+                group_sums.add_float16(block.view(np.int16), *runs, shift[i], total[i], total_sq[i], COLUMN_CHUNK)
             else:
-                group_sums.add_float(block, block_codes, shift[i], total[i], total_sq[i], COLUMN_CHUNK)
+                group_sums.add_float(block, *runs, shift[i], total[i], total_sq[i], COLUMN_CHUNK)
             if gathered is not None:
                 _gather_block(gathered, gather, layer, positions, block)
             if on_block is not None:
@@ -115,12 +115,22 @@ def gather_columns(store: Store, rows: np.ndarray, pairs: np.ndarray, *, array: 
     return out
 
 
+def _runs(block_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The block's rows sorted by group, and the runs of one group in that order: (order, group, start, end)."""
+    order = np.argsort(block_codes, kind="stable")
+    sorted_codes = block_codes[order]
+    start = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    end = np.r_[start[1:], len(sorted_codes)]
+    return order, sorted_codes[start], start, end
+
+
 def _fix_shifts(block: np.ndarray, block_codes: np.ndarray, shift: np.ndarray, shifted: np.ndarray) -> None:
-    """A group seen for the first time in this layer gets its mean over this block's rows as its shift (G, D):
-    a good guess of its final mean, so the shifted sums stay small and their squares do not cancel."""
-    for g in np.unique(block_codes):
+    """A group seen for the first time in this layer gets its first row as its shift (G, D): within a spread
+    or so of its mean, so the shifted sums stay small and sumsq - sum²/n does not cancel, at no cost."""
+    groups, first = np.unique(block_codes, return_index=True)
+    for g, row in zip(groups, first):
         if not shifted[g]:
-            shift[g] = as_dtype(block[block_codes == g], np.float32).mean(axis=0, dtype=np.float64)
+            shift[g] = as_dtype(block[row], np.float32)
             shifted[g] = True
 
 
