@@ -19,7 +19,6 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tnstore.errors import TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
@@ -144,7 +143,7 @@ def select_rows(store: Store, settings: DetectSettings) -> Selection:
     keys = np.where(no_pair, np.char.add("row:", rows.astype(str)).astype(object), col["pair_id"])
     scored = np.sort(_first_rows(rows[in_lang], keys[in_lang])[1])
     if len(scored) == 0:
-        _explain_missing_lang(table, settings.lang, settings.split)
+        _explain_missing_lang(col, settings.lang, settings.split)
     if settings.type == 2:
         empty = np.empty(0, dtype=np.int64)
         return Selection(scored, empty, empty)
@@ -380,12 +379,12 @@ def _same(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
 
 
-def _explain_missing_lang(sentences: pa.Table, lang: str, split: str) -> None:
-    langs = sorted(set(sentences["lang"].to_pylist()))
+def _explain_missing_lang(col: dict[str, np.ndarray], lang: str, split: str) -> None:
+    """Why no `lang` sentence of `split` can be scored, from the sentences' columns as select_rows reads them."""
+    langs = sorted(set(col["lang"].tolist()))
     if lang not in langs:
         raise TnstoreError(f"--lang {lang}: the store has no {lang} sentences (it has: {', '.join(langs) or 'none'})")
-    scorable = pc.and_(pc.not_equal(sentences["kind"], "nonparallel"), pc.is_null(sentences["ablation"]))
-    usable = sentences.filter(pc.and_(pc.equal(sentences["lang"], lang), scorable))
-    splits = sorted(set(usable["split"].to_pylist()))
+    scorable = (col["lang"] == lang) & (col["kind"] != "nonparallel") & _is_null(col["ablation"])
+    splits = sorted(set(col["split"][scorable].tolist()))
     where = f"splits with {lang}: {', '.join(splits)}" if splits else f"only nonparallel {lang} sentences are captured"
     raise TnstoreError(f"--split {split}: no {lang} sentences to score in split {split} ({where}); pass another --split")

@@ -70,6 +70,7 @@ class Store:
         self.path = path
         self.manifest = manifest
         self._segments: list[Segment] | None = None
+        self._model_readers: dict[str, ChunkReader | zarr.Array] = {}  # written once per store, never replaced
 
     # ---------------------------------------------------------------- opening
     @staticmethod
@@ -303,8 +304,7 @@ class Store:
 
         With dtype None, `out` (C-contiguous, the stored dtype) may be given to read into (no fresh pages).
         """
-        path = self.path / "model" / "weights.zarr" / name
-        reader = ChunkReader.open(path) or self.model_array(name)
+        reader = self._model_reader(name)
         start, stop, _ = layers.indices(reader.shape[0])
         stop = max(start, stop)
         if out is not None and dtype is None and isinstance(reader, ChunkReader):
@@ -317,8 +317,14 @@ class Store:
 
     def model_array_dtype(self, name: str) -> np.dtype:
         """The stored dtype of a per-model array."""
-        reader = ChunkReader.open(self.path / "model" / "weights.zarr" / name)
-        return reader.dtype if reader is not None else self.model_array(name).dtype
+        return np.dtype(self._model_reader(name).dtype)
+
+    def _model_reader(self, name: str) -> "ChunkReader | zarr.Array":
+        """What reads per-model array `name`: a ChunkReader for the store's own layout, else the Zarr array."""
+        if name not in self._model_readers:
+            self._model_readers[name] = (ChunkReader.open(self.path / "model" / "weights.zarr" / name)
+                                         or self.model_array(name))
+        return self._model_readers[name]
 
     def write_model_arrays(self, arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> None:
         """Write the per-model arrays once; written to a temp folder and renamed so they appear whole."""
