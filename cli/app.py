@@ -1,16 +1,18 @@
 """The `tnstore` command. Every subcommand is a thin shell over a library function.
 
-Problems a user can fix (TnstoreError) end as one line on stderr and exit code 2.
+Problems a user can fix (TnstoreError) end as one line on stderr and exit code 2; an ArgumentError names the
+flag the user typed. Command modules import only typer at import time, so `tnstore --help` starts fast.
 """
 from __future__ import annotations
 
 import sys
 
-import tnstore  # noqa: F401  (sets OMP_WAIT_POLICY before torch is imported anywhere)
+import tnstore  # noqa: F401  (sets the thread environment before torch or numpy is imported anywhere)
 import typer
 
 from tnstore.cli import capture_cmd, detect_cmd, latent_cmd, query_cmd, stats_cmd
-from tnstore.errors import TnstoreError
+from tnstore.cli.options import flag_for
+from tnstore.errors import ArgumentError, TnstoreError
 
 app = typer.Typer(
     name="tnstore",
@@ -29,6 +31,9 @@ latent_cmd.register(app)
 def main() -> None:
     try:
         app()
+    except ArgumentError as exc:
+        typer.echo(f"error: {exc.rendered(flag_for)}", err=True)
+        sys.exit(2)
     except TnstoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

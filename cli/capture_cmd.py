@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from tnstore.cli.options import WaitOpt
-from tnstore.errors import TnstoreError
 
 
 def register(app: typer.Typer) -> None:
@@ -35,15 +34,15 @@ def capture(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Run the model once over a corpus and write last-token activations into the store."""
-    from tnstore.capture.api import capture_corpus
+    from tnstore.capture.api import capture as run_capture
 
-    summary = capture_corpus(
+    result = run_capture(
         store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
-        device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet, block_rows=chunk_rows,
-        ablate=ablate, ablate_scope=ablate_scope,
+        device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet,
+        chunk_rows=chunk_rows, ablate=ablate, ablate_scope=ablate_scope,
         command=shlex.join(["tnstore"] + sys.argv[1:]),
     )
-    typer.echo(summary)
+    typer.echo(result.describe())
 
 
 def demo(
@@ -51,8 +50,6 @@ def demo(
     model: str = typer.Option("gemma-3-270m", "--model"),
 ) -> None:
     """The main job on the built-in default: capture the demo corpus with Gemma-3-270M, then query the store."""
-    from tnstore.analysis.demo import run_demo
+    from tnstore.cli.demo import run_demo
 
-    if not isinstance(store, Path):
-        raise TnstoreError("--store must be a path")
     run_demo(store, model, echo=typer.echo)

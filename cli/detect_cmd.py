@@ -1,11 +1,11 @@
-"""`tnstore detect` and `tnstore neurons random|list`: thin shells over tnstore.analysis.detect / neuron_sets."""
+"""`tnstore detect` and `tnstore neurons random|list`: thin shells over tnstore.analysis.detect / neurons."""
 from __future__ import annotations
 
 from typing import Optional
 
 import typer
 
-from tnstore.cli.options import StoreArg, WaitOpt
+from tnstore.cli.options import FormatOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt
 
 SHOWN = 5  # top neurons printed after a detection
 
@@ -27,23 +27,26 @@ def detect(
     layers: Optional[str] = typer.Option(
         None, "--layers", help="Candidate decoder layers A:B, 0-based, B excluded (default: the paper's split: the "
         "first round(L*20/32) layers, rounded half up, for Type-1; the rest for Type-2)."),
-    split: str = typer.Option("train", "--split", help="Split whose sentences give centroids and scores."),
+    split: SplitOpt = "train",
+    where: WhereOpt = None,
     dist: str = typer.Option("cosine", "--dist", help="cosine | euclidean (negative distance: closer is better)."),
     wait: WaitOpt = 0.0,
 ) -> None:
     """Score every candidate neuron (Eq. 7-9) and store the ranked top-n transfer neurons."""
     from tnstore.analysis.detect import detect as run_detect
+    from tnstore.cli.parsing import layer_range
 
-    result = run_detect(store, type=type_, lang=lang, top=top, layers=layers, split=split, dist=dist, wait_seconds=wait)
+    result = run_detect(store, type=type_, lang=lang, top=top, layers=layer_range(layers), split=split, where=where,
+                        dist=dist, wait_seconds=wait)
     s = result.settings
     pairs = f", {result.n_pairs} en-{s.lang} pairs" if s.type == 1 else ""
     typer.echo(
-        f"Type-{s.type} transfer neurons for {s.lang}: top {len(result.ranking)} of {result.n_candidates} candidates "
-        f"(layers {s.layer_start}:{s.layer_end} of {result.n_layers}, {s.dist}, split {s.split}: "
+        f"Type-{s.type} transfer neurons for {s.lang}: top {result.ranking_arrow.num_rows} of {result.n_candidates} "
+        f"candidates (layers {s.layer_start}:{s.layer_end} of {result.n_layers}, {s.dist}, split {s.split}: "
         f"{result.n_sentences} {s.lang} sentences{pairs}) in {result.seconds:.1f} s")
     typer.echo(f"set_id {s.set_id}  (tables transfer_neurons, neuron_scores, centroids)")
     typer.echo("  rank  layer  neuron  score")
-    for row in result.ranking.slice(0, SHOWN).to_pylist():
+    for row in result.ranking_arrow.slice(0, SHOWN).to_pylist():
         typer.echo(f"  {row['rank']:>4}  {row['layer']:>5}  {row['neuron']:>6}  {row['score']:.6g}")
 
 
@@ -58,23 +61,20 @@ def neurons_random(
     wait: WaitOpt = 0.0,
 ) -> None:
     """Store a random baseline: as many neurons as the set, from its candidate layers, excluding its neurons."""
-    from tnstore.analysis.neuron_sets import random_baseline
+    from tnstore.analysis.neurons import random_baseline
+    from tnstore.cli.parsing import like as parse_like
 
-    drawn = random_baseline(store, like, top=top, seed=seed, name=name, wait_seconds=wait)
+    drawn = random_baseline(store, parse_like(like), top=top, seed=seed, name=name, wait_seconds=wait)
     typer.echo(f"stored {len(drawn.layers)} random neurons from layers {drawn.layer_start}:{drawn.layer_end} "
                f"(excluding {drawn.like_set_id}, seed {drawn.seed}) as neuron set {drawn.name}")
 
 
 @neurons_app.command("list")
-def neurons_list(
-    store: StoreArg,
-    fmt: str = typer.Option("table", "--format", help="table | csv | json"),
-) -> None:
+def neurons_list(store: StoreArg, fmt: FormatOpt = "table") -> None:
     """Stored neuron sets: transfer-neuron sets from detect and named sets (random baselines)."""
-    from tnstore.analysis.neuron_sets import list_sets
-    from tnstore.errors import TnstoreError
-    from tnstore.store.render import render
+    from tnstore.analysis.neurons import list_sets
+    from tnstore.cli.parsing import choice
+    from tnstore.cli.render import render
 
-    if fmt not in ("table", "csv", "json"):
-        raise TnstoreError(f"--format {fmt!r} is not one of table, csv, json")
+    choice(fmt, ("table", "csv", "json"), "--format")
     typer.echo(render(list_sets(store), fmt, max_rows=1000), nl=False)

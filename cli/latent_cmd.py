@@ -3,26 +3,24 @@ prints a per-layer summary; the work is in tnstore.analysis.latent, the figures 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import StoreArg, WaitOpt
-from tnstore.analysis.latent import DEFAULT_WHERE, PAIR_WHERE, LatentResult
+from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, SplitOpt, StoreArg, WaitOpt, where_option
 
-GROUP_WHERE_HELP = "SQL predicate over `sentences` picking the sentences (replaces the default)."
-PAIR_WHERE_HELP = ("SQL predicate over `sentences` picking the sentences pairs are formed from (replaces the "
-                   "default; pairs = en and L2 rows with the same pair_id and split).")
-SPLIT_HELP = "Only sentences of this split; `all` for any split (pairs never cross splits)."
+if TYPE_CHECKING:
+    from tnstore.analysis.latent import LatentResult
+
 LAYERS_HELP = ("Hidden indices to compute: A:B (B excluded) or 0,8,16 (0 = embeddings, l = output of layer l); "
                "default all.")
 LANG_HELP = "The L2 of the en-L2 pairs (default: every language with the pairs it needs)."
 FIGURE_HELP = "Also draw the result into this image file (.png, .pdf, .svg)."
 
 # The options every latent command shares, declared once.
-GroupWhereOpt = Annotated[str, typer.Option("--where", help=GROUP_WHERE_HELP)]
-PairWhereOpt = Annotated[str, typer.Option("--where", help=PAIR_WHERE_HELP)]
-SplitOpt = Annotated[str, typer.Option("--split", help=SPLIT_HELP)]
+GroupWhereOpt = Annotated[Optional[str], where_option(PLAIN_PARALLEL)]
+PairWhereOpt = Annotated[Optional[str], where_option(PLAIN, "the sentences pairs are formed from (pairs = en and "
+                                                              "L2 rows with the same pair_id and split)")]
 LayersOpt = Annotated[Optional[str], typer.Option("--layers", help=LAYERS_HELP)]
 FigureOpt = Annotated[Optional[Path], typer.Option("--figure", help=FIGURE_HELP)]
 LangOpt = Annotated[Optional[str], typer.Option("--lang", help=LANG_HELP)]
@@ -42,28 +40,35 @@ def _check(figure: Optional[Path]) -> None:
         check_figure_path(figure)
 
 
-def _report(result: LatentResult) -> None:
-    from tnstore.store.render import render
+def _report(result: "LatentResult") -> None:
+    from tnstore.cli.render import render
 
     for note in result.notes:
         typer.echo(note)
-    typer.echo(render(result.summary, "table", 1000), nl=False)
+    typer.echo(render(result.summary_arrow, "table", 1000), nl=False)
     ids = ", ".join(result.analysis_ids)
-    typer.echo(f"wrote {result.table.num_rows} rows to {result.table_name} (analysis_id {ids})")
+    typer.echo(f"wrote {result.table_arrow.num_rows} rows to {result.table_name} (analysis_id {ids})")
 
 
-def _lines(result: LatentResult, figure: Optional[Path], names: list[str], value: str, title: str, ylabel: str) -> None:
+def _layers(text: Optional[str]) -> Optional[list[int]]:
+    from tnstore.cli.parsing import index_list
+
+    return index_list(text)
+
+
+def _lines(result: "LatentResult", figure: Optional[Path], names: list[str], value: str, title: str,
+           ylabel: str) -> None:
     if figure is None:
         return
     from tnstore.figures.latent import layer_lines, series_from
 
-    typer.echo(f"figure: {layer_lines(series_from(result.table, names, value), figure, title, ylabel)}")
+    typer.echo(f"figure: {layer_lines(series_from(result.table_arrow, names, value), figure, title, ylabel)}")
 
 
 @latent_app.command("pca")
 def pca_cmd(
     store: StoreArg,
-    where: GroupWhereOpt = DEFAULT_WHERE,
+    where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
     figure: FigureOpt = None,
@@ -73,12 +78,12 @@ def pca_cmd(
     _check(figure)
     from tnstore.analysis.latent import pca
 
-    result = pca(store, where=where, split=split, layers=layers, wait_seconds=wait)
+    result = pca(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
     if figure is not None:
         from tnstore.figures.latent import pca_scatter
 
-        typer.echo(f"figure: {pca_scatter(result.table, figure)}")
+        typer.echo(f"figure: {pca_scatter(result.table_arrow, figure)}")
 
 
 @latent_app.command("dims")
@@ -87,7 +92,7 @@ def dims_cmd(
     thresholds: str = typer.Option("0.9,0.95,0.99", "--thresholds", help="Cumulative σ² shares to reach."),
     center: bool = typer.Option(False, "--center/--raw", help="Subtract each language's mean first "
                                 "(default --raw: the raw matrix's singular values, as the paper)."),
-    where: GroupWhereOpt = DEFAULT_WHERE,
+    where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
     figure: FigureOpt = None,
@@ -95,9 +100,10 @@ def dims_cmd(
 ) -> None:
     """Per layer and language: how many singular values explain each share of Σσ²; writes latent_dims."""
     _check(figure)
-    from tnstore.analysis.latent import dims, parse_thresholds
+    from tnstore.analysis.latent import dims
+    from tnstore.cli.parsing import numbers
 
-    result = dims(store, parse_thresholds(thresholds), where=where, split=split, layers=layers, center=center,
+    result = dims(store, numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers), center=center,
                   wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang", "threshold"], "k", "dimensions reaching each σ² share", "k")
@@ -106,7 +112,7 @@ def dims_cmd(
 @latent_app.command("centroids")
 def centroids_cmd(
     store: StoreArg,
-    where: GroupWhereOpt = DEFAULT_WHERE,
+    where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
     figure: FigureOpt = None,
@@ -116,14 +122,16 @@ def centroids_cmd(
     _check(figure)
     from tnstore.analysis.latent import centroids
 
-    result = centroids(store, where=where, split=split, layers=layers, wait_seconds=wait)
+    result = centroids(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
     if figure is not None:
         import pyarrow.compute as pc
 
-        t = result.table
+        from tnstore.analysis.latent import LatentResult
+
+        t = result.table_arrow
         result = LatentResult(result.table_name, result.analysis_ids,
-                              t.filter(pc.less(t["lang_a"], t["lang_b"])), result.summary)
+                              t.filter(pc.less(t["lang_a"], t["lang_b"])), result.summary_arrow)
         _lines(result, figure, ["lang_a", "lang_b"], "cosine", "cosine of language centroids", "cosine")
 
 
@@ -132,7 +140,7 @@ def knn_cmd(
     store: StoreArg,
     k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
     lang: LangOpt = None,
-    where: PairWhereOpt = PAIR_WHERE,
+    where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
     figure: FigureOpt = None,
@@ -140,9 +148,10 @@ def knn_cmd(
 ) -> None:
     """Mutual k-NN alignment of en and L2 states of parallel pairs, per layer (App. E); writes latent_knn."""
     _check(figure)
-    from tnstore.analysis.latent import knn, parse_ks
+    from tnstore.analysis.latent import knn
+    from tnstore.cli.parsing import numbers
 
-    result = knn(store, parse_ks(k), lang=lang, where=where, split=split, layers=layers, wait_seconds=wait)
+    result = knn(store, numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang", "k"], "score", "mutual k-NN alignment (en vs L2)", "score")
 
@@ -151,7 +160,7 @@ def knn_cmd(
 def similarity_cmd(
     store: StoreArg,
     lang: LangOpt = None,
-    where: PairWhereOpt = PAIR_WHERE,
+    where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
     figure: FigureOpt = None,
@@ -161,9 +170,9 @@ def similarity_cmd(
     _check(figure)
     from tnstore.analysis.latent import similarity
 
-    result = similarity(store, lang=lang, where=where, split=split, layers=layers, wait_seconds=wait)
+    result = similarity(store, lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
-    _lines(result, figure, ["lang", "array", "kind"], "mean_cos", "cos(en, L2): parallel vs non-parallel",
+    _lines(result, figure, ["lang", "array_name", "kind"], "mean_cos", "cos(en, L2): parallel vs non-parallel",
            "mean cosine")
 
 
@@ -173,7 +182,7 @@ def probe_cmd(
     lang: LangOpt = None,
     folds: int = typer.Option(10, "--folds", help="Stratified cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffle."),
-    where: PairWhereOpt = PAIR_WHERE,
+    where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
     figure: FigureOpt = None,
@@ -183,7 +192,7 @@ def probe_cmd(
     _check(figure)
     from tnstore.analysis.latent import probe
 
-    result = probe(store, lang=lang, where=where, split=split, layers=layers, folds=folds, seed=seed,
+    result = probe(store, lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
                    wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang"], "accuracy", "linear separability of parallel vs non-parallel pairs", "CV accuracy")
@@ -194,7 +203,7 @@ def trajectory_cmd(
     store: StoreArg,
     lang: str = typer.Option("en", "--lang", help="Language whose centroid trajectory is measured."),
     middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
-    where: GroupWhereOpt = DEFAULT_WHERE,
+    where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,

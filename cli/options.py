@@ -1,10 +1,35 @@
-"""Options every command group shares, declared once."""
+"""Options every command group shares, declared once; and how the library's argument names read as flags."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 StoreArg = Annotated[Path, typer.Argument(help="Store directory.")]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer to finish (default: refuse).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Only sentences of this split; `all` for any split.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
+
+# The selection contract's default predicates (tnstore.store.selection), spelled out for --help without importing
+# it; tests/tiny_models/test_cli_help.py checks they match.
+PLAIN = "ablation IS NULL"
+PLAIN_PARALLEL = "kind = 'parallel' AND ablation IS NULL"
+
+
+def where_option(default: str, what: str = "the sentences") -> object:
+    """A --where option whose library default is `default` (None is passed through: the library applies it)."""
+    return typer.Option("--where", help=f"SQL predicate over `sentences` picking {what}; replaces the default "
+                                              f"({default}). A sentence captured twice counts once.")
+
+
+WhereOpt = Annotated[Optional[str], where_option(PLAIN)]
+ParallelWhereOpt = Annotated[Optional[str], where_option(PLAIN_PARALLEL)]
+
+# Library argument -> the flag a CLI user typed, where the two are not simply `--` + dashes.
+FLAGS = {"wait_seconds": "--wait", "families": "--family", "type": "--type", "ablate": "--ablate",
+         "fmt": "--format", "k": "--k"}
+
+
+def flag_for(arg: str) -> str:
+    return FLAGS.get(arg, "--" + arg.replace("_", "-"))

@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import StoreArg
-from tnstore.errors import TnstoreError
+from tnstore.cli.options import FormatOpt, StoreArg
 
 
 def register(app: typer.Typer) -> None:
@@ -17,25 +16,26 @@ def register(app: typer.Typer) -> None:
 
 def info(store: StoreArg) -> None:
     """What a store holds: model, runs, sentences per language/split, arrays and tables."""
-    from tnstore.store.inspect import describe_store
+    from tnstore.cli.info import describe
+    from tnstore.store.store import Store
 
-    typer.echo(describe_store(store))
+    typer.echo(describe(Store.open(store, mode="r").info()))
 
 
 def sql(
     store: StoreArg,
     query: str = typer.Argument(..., help="SQL over the store's tables (each table is a view of the same name)."),
-    fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+    fmt: FormatOpt = "table",
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to a .parquet or .csv file instead."),
     max_rows: int = typer.Option(50, "--max-rows", help="Rows shown by --format table."),
 ) -> None:
     """Run SQL against a store; queries/*.sql are examples to copy."""
-    from tnstore.store.render import render, write_result
+    from tnstore.cli.parsing import choice
+    from tnstore.cli.render import render, write_result
     from tnstore.store.store import Store
 
-    if fmt not in ("table", "csv", "json"):
-        raise TnstoreError(f"--format {fmt!r} is not one of table, csv, json")
-    result = Store.open(store).sql(query)
+    choice(fmt, ("table", "csv", "json"), "--format")
+    result = Store.open(store).query(query)
     if out is not None:
         write_result(result, out)
         typer.echo(f"wrote {result.num_rows} rows to {out}")

@@ -1,16 +1,13 @@
 """`tnstore stats ...`: the nature of transfer neurons (method.md §6). Each command writes its table and prints
-the paper-style summary; the work is in tnstore.analysis.stats*."""
+the paper-style summary; the work is in tnstore.analysis.stats."""
 from __future__ import annotations
 
 from typing import Optional
 
 import typer
 
-from tnstore.cli.options import StoreArg
-from tnstore.analysis.stats import DEFAULT_WHERE
-from tnstore.analysis.stats_labels import PAPER_FAMILIES
+from tnstore.cli.options import SplitOpt, StoreArg, WhereOpt
 
-WHERE_HELP = "SQL predicate over `sentences` picking the sentences the statistic runs on."
 SETS_HELP = "SQL predicate over `transfer_neurons` picking the sets to use (default: all)."
 
 stats_app = typer.Typer(help="Correlation ratio, significance, overlap and language-specific neurons (§6).",
@@ -25,25 +22,28 @@ def register(app: typer.Typer) -> None:
 def corr_ratio_cmd(
     store: StoreArg,
     label: str = typer.Option("language", "--label", help="language | family | sql"),
-    family: str = typer.Option(PAPER_FAMILIES, "--family", help="Families for --label family, e.g. en,nl,it:ja,ko."),
+    family: str = typer.Option("en,nl,it:ja,ko", "--family", help="Families for --label family, e.g. en,nl,it:ja,ko."),
     label_sql: Optional[str] = typer.Option(None, "--label-sql",
                                             help="For --label sql: SQL expression over sentences giving each group "
                                                  "(NULL leaves a sentence out)."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
+    split: SplitOpt = "train",
+    where: WhereOpt = None,
     sets: Optional[str] = typer.Option(None, "--sets", help=SETS_HELP),
     all_neurons: bool = typer.Option(False, "--all-neurons",
                                      help="Also η² and ANOVA of every neuron (no Mann-Whitney)."),
 ) -> None:
     """η², one-way ANOVA and Mann-Whitney U of transfer neurons against a label; writes tn_corr_ratio."""
-    from tnstore.analysis.stats_corr import corr_ratio
-    from tnstore.store.render import render
+    from tnstore.analysis.stats import corr_ratio
+    from tnstore.cli.parsing import families
+    from tnstore.cli.render import render
 
     if label_sql and label == "language":
         label = "sql"
-    result = corr_ratio(store, label=label, family=family, label_sql=label_sql, where=where, sets=sets,
-                        all_neurons=all_neurons, progress=True)
-    typer.echo(f"sentences per group: {_counts(result.group_counts)}  (--where {where})")
-    typer.echo(render(result.summary, "table", 200), nl=False)
+    result = corr_ratio(store, label=label, families=families(family) if label == "family" else
+                        (("en", "nl", "it"), ("ja", "ko")), label_sql=label_sql, where=where, split=split,
+                        sets=sets, all_neurons=all_neurons, progress=True)
+    typer.echo(f"sentences per group: {_counts(result.group_counts)}  (--where {result.where} --split {result.split})")
+    typer.echo(render(result.summary_arrow, "table", 200), nl=False)
     spec = f" {result.label.spec}" if result.label.spec else ""
     typer.echo(f"wrote {result.rows} rows to tn_corr_ratio (label {result.label.kind}{spec}); "
                f"group stats {result.stats_id} {'reused' if result.reused_stats else 'computed'}")
@@ -58,14 +58,14 @@ def jaccard_cmd(
     sets: Optional[str] = typer.Option(None, "--sets", help=SETS_HELP),
 ) -> None:
     """Jaccard index of top-N sets for every language pair, overall and per layer; writes tn_jaccard."""
-    from tnstore.analysis.stats_overlap import jaccard
-    from tnstore.store.render import render
+    from tnstore.analysis.stats import jaccard
+    from tnstore.cli.render import render
 
     result = jaccard(store, type_, top, sets)
-    typer.echo(render(result.overall, "table", 200), nl=False)
+    typer.echo(render(result.overall_arrow, "table", 200), nl=False)
     if by_layer:
         typer.echo("\nper layer (Jaccard; empty where neither set has neurons in the layer)")
-        typer.echo(render(result.by_layer, "table", 1000), nl=False)
+        typer.echo(render(result.by_layer_arrow, "table", 1000), nl=False)
     typer.echo(f"wrote {result.table.num_rows} rows to tn_jaccard (type {type_}, top {top})")
 
 
@@ -73,16 +73,18 @@ def jaccard_cmd(
 def lang_neurons_cmd(
     store: StoreArg,
     thresholds: str = typer.Option("0.1,0.25,0.5", "--thresholds", help="η² thresholds to count neurons above."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
+    split: SplitOpt = "train",
+    where: WhereOpt = None,
 ) -> None:
     """η² of every neuron against each language vs the rest (App. H.3); writes lang_neurons, prints counts."""
-    from tnstore.analysis.stats_lang import lang_neurons, parse_thresholds
-    from tnstore.store.render import render
+    from tnstore.analysis.stats import lang_neurons
+    from tnstore.cli.parsing import numbers
+    from tnstore.cli.render import render
 
-    result = lang_neurons(store, parse_thresholds(thresholds), where, progress=True)
-    typer.echo(f"sentences per language: {_counts(result.group_counts)}  (--where {where})")
+    result = lang_neurons(store, numbers(thresholds, "--thresholds"), where, split, progress=True)
+    typer.echo(f"sentences per language: {_counts(result.group_counts)}")
     typer.echo("neurons with η² above the threshold, per layer (columns: language vs the rest)")
-    typer.echo(render(result.counts, "table", 10_000), nl=False)
+    typer.echo(render(result.counts_arrow, "table", 10_000), nl=False)
     typer.echo(f"wrote {result.rows} rows to lang_neurons; group stats {result.stats_id} "
                f"{'reused' if result.reused_stats else 'computed'}")
 
@@ -91,14 +93,15 @@ def lang_neurons_cmd(
 def groups_cmd(
     store: StoreArg,
     group_by: str = typer.Option("lang", "--group-by", help="SQL expression over sentences giving each group."),
-    where: str = typer.Option(DEFAULT_WHERE, "--where", help=WHERE_HELP),
+    split: SplitOpt = "train",
+    where: WhereOpt = None,
 ) -> None:
     """Only the streaming pass: per-group sums of every neuron into group_stats, for your own SQL (queries/eta2.sql)."""
-    from tnstore.analysis.stats import store_group_stats
+    from tnstore.analysis.stats import groups
 
-    stats_id, counts, reused = store_group_stats(store, group_by, where, progress=True)
-    typer.echo(f"sentences per group: {_counts(counts)}")
-    typer.echo(f"group stats {stats_id} {'already stored' if reused else 'written to group_stats'}")
+    result = groups(store, group_by, where, split, progress=True)
+    typer.echo(f"sentences per group: {_counts(result.group_counts)}")
+    typer.echo(f"group stats {result.stats_id} {'already stored' if result.reused else 'written to group_stats'}")
 
 
 def _counts(counts: dict[str, int]) -> str:

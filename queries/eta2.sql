@@ -4,7 +4,7 @@
    Run it as is:   tnstore sql STORE "$(cat queries/eta2.sql)" --out eta2.parquet
    once `tnstore stats groups STORE` (or corr-ratio, lang-neurons) has stored per-language statistics.
    Change the `params` row to pick stored statistics (their grouping expression and where_sql, see
-   `SELECT DISTINCT array, grouping, where_sql, group_value, n FROM group_stats`), and `label_map` to define
+   `SELECT DISTINCT array_name, grouping, where_sql, split, group_value, n FROM group_stats`), and `label_map` to define
    labels: which label group each group value falls in, per label_id (a group value left out of a label is left
    out of its statistic). The example is Japanese vs the rest; for the family label map en, nl, it to one group
    and ja, ko to the other.
@@ -20,12 +20,13 @@
    non-negative terms around a mean, so nothing cancels.
 */
 WITH params AS (
-    SELECT 'lang' AS grouping, 'split = ''train'' AND ablation IS NULL' AS where_sql
+    SELECT 'lang' AS grouping, 'ablation IS NULL' AS where_sql, 'train' AS split
 ),
 stats AS (
     SELECT s.*
     FROM group_stats AS s, params AS p
-    WHERE s.array = 'mlp_act' AND s.grouping = p.grouping AND s.where_sql = p.where_sql AND s.n > 0
+    WHERE s.array_name = 'mlp_act' AND s.grouping = p.grouping AND s.where_sql = p.where_sql AND s.split = p.split
+      AND s.n > 0
 ),
 label_map AS (
     SELECT DISTINCT 'ja' AS label_id, group_value,

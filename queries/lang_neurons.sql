@@ -3,16 +3,16 @@
 
    Run it as is:   tnstore sql STORE "$(cat queries/lang_neurons.sql)" --max-rows 1000
    after `tnstore stats lang-neurons STORE`. Change the `params` row to pick the thresholds or another
-   lang-neurons run (its --where text).
+   lang-neurons run (its --where and --split).
 */
 WITH params AS (
-    SELECT 'split = ''train'' AND ablation IS NULL' AS where_sql, [0.1, 0.25, 0.5]::DOUBLE[] AS thresholds
+    SELECT 'ablation IS NULL' AS where_sql, 'train' AS split, [0.1, 0.25, 0.5]::DOUBLE[] AS thresholds
 ),
 thresholds AS (
     SELECT unnest(thresholds) AS threshold FROM params
 )
 SELECT l.lang, t.threshold, l.layer, count(*) FILTER (WHERE l.eta2 > t.threshold) AS n_neurons
 FROM lang_neurons AS l, params AS p, thresholds AS t
-WHERE l.where_sql = p.where_sql
+WHERE l.where_sql = p.where_sql AND l.split = p.split
 GROUP BY ALL
 ORDER BY l.lang, t.threshold, l.layer

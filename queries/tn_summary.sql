@@ -8,10 +8,11 @@
 
    Run it as is:   tnstore sql STORE "$(cat queries/tn_summary.sql)"
    after `tnstore stats corr-ratio STORE`. Change the `params` row to pick another corr-ratio run: its label
-   (language, family or sql), label_spec (the --family or --label-sql text; NULL for language) and --where text.
+   (language, family or sql), label_spec (the --family or --label-sql text; NULL for language), --where text
+   and --split.
 */
 WITH params AS (
-    SELECT 'language' AS label, NULL::VARCHAR AS label_spec, 'split = ''train'' AND ablation IS NULL' AS where_sql
+    SELECT 'language' AS label, NULL::VARCHAR AS label_spec, 'ablation IS NULL' AS where_sql, 'train' AS split
 )
 SELECT c.positive, c.lang, c.type, c.set_id,
        count(*) AS n_tn,
@@ -27,5 +28,6 @@ WHERE c.set_id IS NOT NULL
   AND c.label = p.label
   AND c.label_spec IS NOT DISTINCT FROM p.label_spec
   AND c.where_sql = p.where_sql
+  AND c.split = p.split
 GROUP BY ALL
 ORDER BY c.type, c.lang, c.set_id

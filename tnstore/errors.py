@@ -1,8 +1,44 @@
-"""One exception type for every problem a user can fix (bad input, wrong store, locked store).
+"""The exceptions a user can act on. The CLI turns each into one line on stderr and exit code 2.
 
-The CLI turns it into a one-line message and exit code 2; library users catch it like any exception.
+    TnstoreError    any problem with the user's input or store, with a message that says what to do
+    ArgumentError   a bad argument of a library function; the message names the argument, and the CLI renders
+                    that name as the flag the user typed (`limit` -> `--limit`)
+    SqlError        a SQL statement (the user's own, or one built on their predicate) that DuckDB refused
+    ReadOnlyError   a write to a store opened read-only (or one the process cannot write)
 """
+from __future__ import annotations
+
+from typing import Callable
 
 
 class TnstoreError(Exception):
     """A problem with the user's input or store, with a message that says what to do."""
+
+
+class ArgumentError(TnstoreError, ValueError):
+    """A bad value for argument `arg`. `template` holds `{arg}` where the argument's name goes.
+
+    str(error) names the Python argument (`limit must be at least 1`); `rendered(flag)` lets the CLI name the
+    flag instead (`--limit must be at least 1`).
+    """
+
+    def __init__(self, arg: str, template: str):
+        self.arg = arg
+        self.template = template if "{arg}" in template else "{arg} " + template
+        super().__init__(self.rendered(lambda name: name))
+
+    def rendered(self, name_of: Callable[[str], str]) -> str:
+        """The message with the argument's name spelled by `name_of` (e.g. a CLI flag)."""
+        return self.template.replace("{arg}", name_of(self.arg))
+
+
+class SqlError(TnstoreError):
+    """DuckDB refused a statement; `reason` is DuckDB's first line."""
+
+    def __init__(self, reason: str, context: str = "SQL failed"):
+        self.reason = reason
+        super().__init__(f"{context}: {reason}")
+
+
+class ReadOnlyError(TnstoreError):
+    """A write to a store that is open read-only."""

@@ -138,7 +138,7 @@ def test_parse_like():
 def test_prefetched_passes_items_in_order_and_surfaces_errors():
     import threading
 
-    from tnstore.kernels.prefetch import prefetched
+    from tnstore.compute.prefetch import prefetched
 
     assert list(prefetched(iter(range(10)))) == list(range(10))
 

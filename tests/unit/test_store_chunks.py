@@ -7,7 +7,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from tnstore.store.chunks import ChunkReader
-from tnstore.store.f16 import widen_bits, widen_f16
+from tnstore.compute.f16 import widen_bits, widen_f16
 from tnstore.store.store import COMPRESSOR, Store
 
 

@@ -2,33 +2,38 @@
 
 Results go into three tables, each part keyed by an id derived from the settings, so running again with the same
 settings replaces exactly its own parts and other settings add parts:
-    centroids, neuron_scores   part = analysis_id   (type, lang, split, dist, layers)
+    centroids, neuron_scores   part = analysis_id   (type, lang, split, dist, layers; where, if not the default)
     transfer_neurons           part = set_id        (analysis_id + top)
-Sentences: the scored L2 sentences are the split's `lang` rows of kind parallel or mono (nonparallel rows are a
-control set that repeats sentences); Type-1's shared centroid uses the split's parallel en-L2 pairs. Replayed
-captures (rows with an ablation) never count. A pair id captured twice (overlapping --limit runs) counts once:
-the lowest row is kept.
+Sentences (the selection contract of tnstore.store.selection): of the sentences `split` and `where` pick (default
+`ablation IS NULL`: plain captures), the scored L2 sentences are the `lang` rows of kind parallel or mono
+(nonparallel rows are a control set that repeats sentences); Type-1's shared centroid uses the parallel en-L2
+pairs among them. A sentence captured twice counts once.
 """
 from __future__ import annotations
 
-import re
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from tnstore.errors import TnstoreError
+from tnstore.compute.buffers import Recycler
+from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
-from tnstore.store.buffers import Recycler
 from tnstore.kernels.scoring import DISTANCES, LayerTerms, score_sums, value_terms
-from tnstore.store.store import Store
+from tnstore.store import selection as S
+from tnstore.store.schema import SAFE_NAME
+from tnstore.store.store import Store, open_store
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TYPES = (1, 2)
 ENGLISH = "en"
-_ID_SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
+DEFAULT_WHERE = S.PLAIN
 GROUP_BYTES = 256 * 2**20  # value vectors + one block of rows of the layers read together
 
 
@@ -43,11 +48,15 @@ class DetectSettings:
     layer_start: int  # 0-based decoder layer, inclusive
     layer_end: int  # exclusive
     top: int
+    where: str = DEFAULT_WHERE
 
     @property
     def analysis_id(self) -> str:
-        """Names the scores and centroids: every setting except `top`."""
-        return f"type{self.type}_{self.lang}_{self.split}_{self.dist}_layers{self.layer_start}-{self.layer_end}"
+        """Names the scores and centroids: every setting except `top` (a non-default `where` as a hash)."""
+        base = f"type{self.type}_{self.lang}_{self.split}_{self.dist}_layers{self.layer_start}-{self.layer_end}"
+        if self.where == DEFAULT_WHERE:
+            return base
+        return f"{base}_where-{hashlib.sha256(self.where.encode('utf-8')).hexdigest()[:8]}"
 
     @property
     def set_id(self) -> str:
@@ -66,13 +75,26 @@ class Selection:
 
 @dataclass(frozen=True)
 class DetectResult:
+    """What a detection wrote. `ranking` is the ranked set (Polars), `ranking_arrow` the same as Arrow."""
+
     settings: DetectSettings
     n_layers: int
     n_sentences: int
     n_pairs: int
     n_candidates: int
     seconds: float
-    ranking: pa.Table  # the rows written to transfer_neurons, rank 1 first
+    ranking_arrow: pa.Table  # the rows written to transfer_neurons, rank 1 first
+
+    @property
+    def set_id(self) -> str:
+        return self.settings.set_id
+
+    @property
+    def ranking(self) -> "pl.DataFrame":
+        """The rows written to transfer_neurons (set_id, rank, layer, neuron, score, ...), rank 1 first."""
+        import polars as pl
+
+        return pl.from_arrow(self.ranking_arrow)
 
 
 def default_layers(type_: int, n_layers: int) -> tuple[int, int]:
@@ -81,113 +103,94 @@ def default_layers(type_: int, n_layers: int) -> tuple[int, int]:
     return (0, boundary) if type_ == 1 else (boundary, n_layers)
 
 
-def parse_layers(text: str, n_layers: int) -> tuple[int, int]:
-    """`A:B` (0-based decoder layers, half-open) checked against the model's `n_layers`."""
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
-    if not match:
-        raise TnstoreError(f"--layers {text!r} must look like A:B (0-based decoder layers, B excluded), e.g. 0:{n_layers}")
-    start, end = int(match.group(1)), int(match.group(2))
+def layer_span(layers: "range | tuple[int, int] | Sequence[int] | None", type_: int, n_layers: int) -> tuple[int, int]:
+    """The candidate decoder layers as (start, end), 0-based, end excluded, checked against the model.
+
+    layers: range(A, B), a tuple (A, B) meaning A..B-1, or None for the paper's default split (`default_layers`).
+    """
+    if layers is None:
+        start, end = default_layers(type_, n_layers)
+        if start >= end:
+            raise ArgumentError("layers", f"the model's {n_layers} layers leave no default Type-{type_} layers; "
+                                          "pass {arg}")
+        return start, end
+    if isinstance(layers, range):
+        if layers.step != 1:
+            raise ArgumentError("layers", f"{{arg}} {layers!r}: candidate layers are consecutive (step 1)")
+        start, end = layers.start, layers.stop
+    elif isinstance(layers, tuple) and len(layers) == 2 and all(isinstance(v, (int, np.integer)) for v in layers):
+        start, end = int(layers[0]), int(layers[1])
+    else:
+        raise ArgumentError("layers", f"{{arg}} {layers!r} must be range(A, B) or (A, B): 0-based decoder layers, "
+                                      "B excluded")
     if not 0 <= start < end <= n_layers:
-        raise TnstoreError(f"--layers {text}: need 0 <= A < B <= {n_layers} (the model has {n_layers} decoder layers)")
+        raise ArgumentError("layers", f"{{arg}} {start}:{end}: need 0 <= A < B <= {n_layers} (the model has "
+                                      f"{n_layers} decoder layers)")
     return start, end
 
 
 def resolve_settings(
-    facts: dict, type_: int, lang: str, top: int, layers: str | tuple[int, int] | None, split: str, dist: str,
+    facts: dict, type_: int, lang: str, top: int, layers: "range | tuple[int, int] | None", split: str, dist: str,
+    where: str | None = None,
 ) -> DetectSettings:
     """Validate the user's choices against the model (not yet against the sentences)."""
     n_layers, d_mlp = int(facts["n_layers"]), int(facts["d_mlp"])
     if type_ not in TYPES:
-        raise TnstoreError(f"--type {type_} is not 1 (L2 -> shared space) or 2 (shared space -> L2)")
+        raise ArgumentError("type", f"{{arg}} {type_!r} is not 1 (L2 -> shared space) or 2 (shared space -> L2)")
     if dist not in DISTANCES:
-        raise TnstoreError(f"--dist {dist!r} is not one of {', '.join(DISTANCES)}")
+        raise ArgumentError("dist", f"{{arg}} {dist!r} is not one of {', '.join(DISTANCES)}")
     if type_ == 1 and lang == ENGLISH:
-        raise TnstoreError(
-            "--lang en: Type-1 neurons move an L2 towards the en-centred shared space; choose a non-English --lang")
-    if layers is None:
-        start, end = default_layers(type_, n_layers)
-        if start >= end:
-            raise TnstoreError(f"the model's {n_layers} layers leave no default Type-{type_} layers; pass --layers A:B")
-    elif isinstance(layers, str):
-        start, end = parse_layers(layers, n_layers)
-    else:
-        start, end = parse_layers(f"{layers[0]}:{layers[1]}", n_layers)
+        raise ArgumentError(
+            "lang", "{arg} en: Type-1 neurons move an L2 towards the en-centred shared space; choose a non-English {arg}")
+    start, end = layer_span(layers, type_, n_layers)
     n_candidates = (end - start) * d_mlp
-    if not 1 <= top <= n_candidates:
-        raise TnstoreError(
-            f"--top {top}: layers {start}:{end} hold {n_candidates} candidate neurons; choose 1..{n_candidates}")
-    settings = DetectSettings(type_, lang, split, dist, start, end, top)
-    if not _ID_SAFE.match(settings.set_id):
-        raise TnstoreError(f"--lang {lang!r} / --split {split!r}: use letters, digits, '-', '_' or '.' only")
+    if not isinstance(top, (int, np.integer)) or not 1 <= top <= n_candidates:
+        raise ArgumentError(
+            "top", f"{{arg}} {top}: layers {start}:{end} hold {n_candidates} candidate neurons; choose 1..{n_candidates}")
+    scope = S.make_scope(where, split, DEFAULT_WHERE)
+    settings = DetectSettings(type_, lang, scope.split, dist, start, end, int(top), scope.where)
+    if not SAFE_NAME.match(settings.set_id):
+        raise ArgumentError("lang", f"{{arg}} {lang!r} / split {split!r}: use letters, digits, '-', '_' or '.' only")
     return settings
 
 
 def select_rows(store: Store, settings: DetectSettings) -> Selection:
-    """The sentences a detection reads, with one-line errors when the store lacks them.
-
-    In SQL over `sentences`, with usable = the split's
-    rows without an ablation:
-        scored: SELECT min(row) FROM usable WHERE lang = :lang AND kind <> 'nonparallel'
-                GROUP BY coalesce(pair_id, 'row:' || row) ORDER BY 1
-        pairs:  the en and :lang sides (min(row) per lang and pair_id) of usable rows of kind 'parallel',
-                joined on pair_id, ordered by the L2 row
-    It runs in numpy rather than DuckDB or Arrow's query engine: starting either takes longer than detecting on a
-    small model.
-    """
-    table = store.read_table("sentences", ["row", "lang", "split", "kind", "pair_id", "ablation"])
-    col = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
-    rows = col["row"].astype(np.int64)
-    no_pair = _is_null(col["pair_id"])
-    usable = (col["split"] == settings.split) & _is_null(col["ablation"])
-    in_lang = usable & (col["lang"] == settings.lang) & (col["kind"] != "nonparallel")
-    keys = np.where(no_pair, np.char.add("row:", rows.astype(str)).astype(object), col["pair_id"])
-    scored = np.sort(_first_rows(rows[in_lang], keys[in_lang])[1])
+    """The sentences a detection reads (tnstore.store.selection), with one-line errors when the store lacks them."""
+    sel = S.select(store, S.Scope(settings.where, settings.split))
+    scored = sel.subset((sel.lang == settings.lang) & (sel.kind != "nonparallel"))
     if len(scored) == 0:
-        _explain_missing_lang(col, settings.lang, settings.split)
+        _explain_missing_lang(store, sel, settings)
+    S.check_one_condition(scored)
     if settings.type == 2:
         empty = np.empty(0, dtype=np.int64)
-        return Selection(scored, empty, empty)
-    parallel = usable & (col["kind"] == "parallel") & ~no_pair
-    sides = [_first_rows(rows[parallel & (col["lang"] == lang)], keys[parallel & (col["lang"] == lang)])
-             for lang in (ENGLISH, settings.lang)]
-    _, en_at, l2_at = np.intersect1d(sides[0][0], sides[1][0], assume_unique=True, return_indices=True)
-    if len(en_at) == 0:
+        return Selection(scored.rows, empty, empty)
+    pairs = S.pairs(sel, settings.lang, "parallel")
+    if len(pairs) == 0:
         raise TnstoreError(
             f"split {settings.split} has no parallel en-{settings.lang} pairs; Type-1 needs them for the shared "
-            f"centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with --split {settings.split}")
-    en_rows, l2_rows = sides[0][1][en_at], sides[1][1][l2_at]
-    by_l2 = np.argsort(l2_rows, kind="stable")
-    return Selection(scored, en_rows[by_l2], l2_rows[by_l2])
-
-
-def _first_rows(rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct keys, the lowest row of each): a pair id captured twice counts once."""
-    order = np.argsort(rows, kind="stable")
-    distinct, first = np.unique(keys[order].astype(str), return_index=True)
-    return distinct, rows[order][first]
-
-
-def _is_null(values: np.ndarray) -> np.ndarray:
-    """Which entries of a column taken from Arrow (an object array for strings) are null."""
-    if values.dtype != object:
-        return np.zeros(len(values), dtype=bool)
-    return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            f"centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with that split")
+    return Selection(scored.rows, pairs.en_rows, pairs.l2_rows)
 
 
 def detect(
-    store_path: str | Path, type: int, lang: str, top: int = 1000, layers: str | tuple[int, int] | None = None,
-    split: str = "train", dist: str = "cosine", max_rows: int = 2048, wait_seconds: float = 0.0,
+    store: "str | Path | Store", type: int, lang: str, top: int = 1000,
+    layers: "range | tuple[int, int] | None" = None, split: str = "train", where: str | None = None,
+    dist: str = "cosine", max_rows: int = 2048, wait_seconds: float = 0.0,
 ) -> DetectResult:
     """Score every candidate neuron (Eq. 7-9), rank them and write centroids, neuron_scores and transfer_neurons.
 
-    `layers`: 0-based half-open decoder-layer range ("A:B" or a tuple); default `default_layers`.
-    `max_rows`: store rows per streamed block (one matrix product per layer and block). Memory stays within about
+    type: 1 (L2 -> shared region: centroid C_shared, Eq. 6) or 2 (shared -> L2 region: C_L2, Eq. 5).
+    layers: candidate decoder layers, range(A, B) or (A, B), 0-based, B excluded; default `default_layers`.
+    split, where: the sentences (tnstore.store.selection); where None = plain captures.
+    dist: cosine (default) or euclidean (negative distance, so closer = better).
+    max_rows: store rows per streamed block (one matrix product per layer and block). Memory stays within about
     two groups of layers (value vectors plus one block of their rows, ~GROUP_BYTES each when a layer fits; the
     value buffers are recycled) plus one float32 (max_rows, d_mlp) product and the elementwise tiles.
+    The result's `ranking` is the top-`top` set: (top,) rows of set_id, rank, layer, neuron, score.
     """
     t0 = time.perf_counter()
-    store = Store.open(store_path)
-    settings = resolve_settings(store.model_facts, type, lang, top, layers, split, dist)
+    store = open_store(store)
+    settings = resolve_settings(store.model_facts, type, lang, top, layers, split, dist, where)
     with store.writing(f"detect {settings.set_id}", wait_seconds):
         selection = select_rows(store, settings)
         centroids, scores = _score_layers(store, settings, selection, max_rows)
@@ -196,13 +199,13 @@ def detect(
                 f"non-finite neuron scores in {settings.analysis_id} (a zero residual or centroid?); "
                 "check the store's sentences with `tnstore info`")
         ranking = _ranking_table(settings, scores)
-        store.write_part("centroids", settings.analysis_id, _centroid_table(settings, selection, centroids))
-        store.write_part("neuron_scores", settings.analysis_id, _scores_table(settings, len(selection.scored_rows), scores))
-        store.write_part("transfer_neurons", settings.set_id, ranking)
+        store.write_rows("centroids", _centroid_table(settings, selection, centroids))
+        store.write_rows("neuron_scores", _scores_table(settings, len(selection.scored_rows), scores))
+        store.write_rows("transfer_neurons", ranking)
     return DetectResult(
         settings=settings, n_layers=int(store.model_facts["n_layers"]), n_sentences=len(selection.scored_rows),
         n_pairs=len(selection.pair_en_rows), n_candidates=scores.size, seconds=time.perf_counter() - t0,
-        ranking=ranking,
+        ranking_arrow=ranking,
     )
 
 
@@ -334,7 +337,7 @@ def _ranking_table(settings: DetectSettings, scores: np.ndarray) -> pa.Table:
     return pa.table({
         "set_id": _same(settings.set_id, n), "analysis_id": _same(settings.analysis_id, n),
         "lang": _same(settings.lang, n), "type": np.full(n, settings.type, np.int8),
-        "split": _same(settings.split, n),
+        "split": _same(settings.split, n), "where_sql": _same(settings.where, n),
         "dist": _same(settings.dist, n), "layer_start": np.full(n, settings.layer_start, np.int32),
         "layer_end": np.full(n, settings.layer_end, np.int32), "top": np.full(n, settings.top, np.int32),
         "rank": np.arange(1, n + 1, dtype=np.int32),
@@ -349,7 +352,8 @@ def _scores_table(settings: DetectSettings, n_sentences: int, scores: np.ndarray
     n = scores.size
     return pa.table({
         "analysis_id": _same(settings.analysis_id, n), "lang": _same(settings.lang, n),
-        "type": np.full(n, settings.type, np.int8), "split": _same(settings.split, n), "dist": _same(settings.dist, n),
+        "type": np.full(n, settings.type, np.int8), "split": _same(settings.split, n),
+        "where_sql": _same(settings.where, n), "dist": _same(settings.dist, n),
         "layer_start": np.full(n, settings.layer_start, np.int32), "layer_end": np.full(n, settings.layer_end, np.int32),
         "n_sentences": np.full(n, n_sentences, np.int64),
         "layer": np.repeat(np.arange(settings.layer_start, settings.layer_start + n_layers, dtype=np.int32), d_mlp),
@@ -366,7 +370,7 @@ def _centroid_table(settings: DetectSettings, selection: Selection, centroids: n
     return pa.table({
         "analysis_id": _same(settings.analysis_id, n), "lang": _same(settings.lang, n),
         "type": np.full(n, settings.type, np.int8), "split": _same(settings.split, n),
-        "target": _same("shared" if shared else "L2", n), "layer": layers, "hidden_index": layers + 1,
+        "where_sql": _same(settings.where, n), "target": _same("shared" if shared else "L2", n), "layer": layers, "hidden_index": layers + 1,
         "n": np.full(n, count, np.int64),
         "centroid": pa.FixedSizeListArray.from_arrays(centroids.astype(np.float32).ravel(), centroids.shape[1])
                     .cast(pa.list_(pa.float32())),
@@ -379,12 +383,20 @@ def _same(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))
 
 
-def _explain_missing_lang(col: dict[str, np.ndarray], lang: str, split: str) -> None:
-    """Why no `lang` sentence of `split` can be scored, from the sentences' columns as select_rows reads them."""
+def _explain_missing_lang(store: Store, sel: "S.Selection", settings: DetectSettings) -> None:
+    """Why no `lang` sentence can be scored among those the selection picked."""
+    lang, split = settings.lang, settings.split
+    everything = store.read_table("sentences", ["lang", "split", "kind", "ablation"])
+    col = {name: everything[name].to_numpy(zero_copy_only=False) for name in everything.column_names}
     langs = sorted(set(col["lang"].tolist()))
     if lang not in langs:
-        raise TnstoreError(f"--lang {lang}: the store has no {lang} sentences (it has: {', '.join(langs) or 'none'})")
-    scorable = (col["lang"] == lang) & (col["kind"] != "nonparallel") & _is_null(col["ablation"])
+        raise ArgumentError("lang", f"{{arg}} {lang}: the store has no {lang} sentences (it has: "
+                                    f"{', '.join(langs) or 'none'})")
+    scorable = (col["lang"] == lang) & (col["kind"] != "nonparallel") & S.is_null(col["ablation"])
     splits = sorted(set(col["split"][scorable].tolist()))
-    where = f"splits with {lang}: {', '.join(splits)}" if splits else f"only nonparallel {lang} sentences are captured"
-    raise TnstoreError(f"--split {split}: no {lang} sentences to score in split {split} ({where}); pass another --split")
+    if settings.where != DEFAULT_WHERE and split in splits:
+        raise ArgumentError("where", f"{{arg}} {settings.where!r} leaves no {lang} sentences to score in split "
+                                     f"{split}; loosen it")
+    found = f"splits with {lang}: {', '.join(splits)}" if splits else f"only nonparallel {lang} sentences are captured"
+    raise ArgumentError("split", f"{{arg}} {split}: no {lang} sentences to score in split {split} ({found}); "
+                                 "pass another {arg}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError, TnstoreError
 
 _ISO639_1 = set(
     "aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee el "
@@ -52,9 +52,9 @@ def load_corpus(path: str | Path, kind: str | None = None, limit: int | None = N
     """Read and validate a corpus file; `limit` keeps the first N records in file order."""
     path = Path(path)
     if kind is not None and kind not in _KINDS:
-        raise TnstoreError(f"--kind {kind!r} is not one of {', '.join(_KINDS)}")
+        raise ArgumentError("kind", f"{{arg}} {kind!r} is not one of {', '.join(_KINDS)}")
     if limit is not None and limit < 1:
-        raise TnstoreError(f"--limit must be at least 1, got {limit}")
+        raise ArgumentError("limit", f"{{arg}} must be at least 1, got {limit}")
     if not path.is_file():
         raise TnstoreError(f"corpus {path} does not exist; pass a JSONL, CSV or Parquet file")
     payload = path.read_bytes()
@@ -122,7 +122,7 @@ def _to_sentence_rows(
     if kind is None:
         kind = "mono" if len(lang_columns) == 1 else "parallel"
     if kind != "mono" and len(lang_columns) < 2:
-        raise TnstoreError(f"corpus {path}: --kind {kind} needs at least two language columns")
+        raise ArgumentError("kind", f"corpus {path}: {{arg}} {kind} needs at least two language columns")
     id_column = "pair_id" if "pair_id" in columns else "id" if "id" in columns else None
     stem = path.name.split(".jsonl")[0].split(".csv")[0].split(".parquet")[0]
     by_lang: dict[str, list[dict[str, Any]]] = {lang: [] for lang in lang_columns}

@@ -6,15 +6,30 @@ tokens keep positions 0..n-1 (left padding would shift them unless position ids 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from tnstore.capture.ablation import Ablation, ablated
+from tnstore.models.deactivation import NeuronSet, Positions, deactivated
 from tnstore.models.registry import LoadedModel
 
 PER_SENTENCE_ARRAYS = ("hidden", "final_raw", "resid_pre_mlp", "mlp_act", "mlp_out", "mlp_out_scale")
+SCOPES = ("last", "all")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A replay's deactivation: `neurons` zeroed at each sentence's last real token (`scope` last, the authors'
+    hidden-state, kNN and similarity runs) or at every position (`all`)."""
+
+    neurons: NeuronSet
+    scope: str = "last"
+
+    @property
+    def name(self) -> str:
+        return self.neurons.name
 
 
 def row_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
@@ -62,7 +77,10 @@ def forward_last_token(lm: LoadedModel, texts: list[str], ablation: Ablation | N
     attention_mask = enc["attention_mask"].to(lm.device)
     last = {"index": attention_mask.sum(dim=1) - 1}
     stash: dict[tuple[int, str], torch.Tensor] = {}
-    with ablated(lm, ablation, last), _taps(lm, last, stash):
+    positions = Positions()
+    if ablation is not None:
+        positions.at_last(last["index"]) if ablation.scope == "last" else positions.everywhere()
+    with deactivated(lm, ablation.neurons if ablation else None, positions), _taps(lm, last, stash):
         out = lm.adapter.decoder(lm.model)(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )

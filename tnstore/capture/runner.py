@@ -17,10 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from tnstore import __version__
-from tnstore.capture.ablation import Ablation
 from tnstore.capture.corpus import Corpus
-from tnstore.capture.forward import PER_SENTENCE_ARRAYS, capture_block, row_shapes, token_counts
-from tnstore.errors import TnstoreError
+from tnstore.capture.forward import PER_SENTENCE_ARRAYS, Ablation, capture_block, row_shapes, token_counts
+from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.registry import LoadedModel
 from tnstore.store.store import Store
 
@@ -47,7 +46,6 @@ class CaptureSummary:
     row_start: int
     row_end: int
     seconds: float
-    resumed_blocks: int
     already_done: bool
 
     @property
@@ -57,9 +55,9 @@ class CaptureSummary:
 
 def check_storage_dtype(storage_dtype: str) -> None:
     if storage_dtype == "bfloat16":
-        raise TnstoreError("--storage-dtype bfloat16 has no Zarr/NumPy type; use float16 (default) or float32")
+        raise ArgumentError("storage_dtype", "{arg} bfloat16 has no Zarr/NumPy type; use float16 (default) or float32")
     if storage_dtype not in STORAGE_DTYPES:
-        raise TnstoreError(f"--storage-dtype {storage_dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
+        raise ArgumentError("storage_dtype", f"{{arg}} {storage_dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
 
 
 def check_store_model(store_path: Path, spec: str) -> None:
@@ -67,7 +65,8 @@ def check_store_model(store_path: Path, spec: str) -> None:
     if Store.exists(store_path):
         held = Store.open(store_path).model_facts["model_spec"]
         if held != spec:
-            raise TnstoreError(f"store {store_path} holds captures of model {held!r}, not {spec!r}; use another --store")
+            raise ArgumentError("store", f"store {store_path} holds captures of model {held!r}, not {spec!r}; "
+                                         "use another {arg}")
 
 
 def run_capture(store_path: Path, lm: LoadedModel, corpus: Corpus, settings: CaptureSettings) -> CaptureSummary:
@@ -78,9 +77,9 @@ def run_capture(store_path: Path, lm: LoadedModel, corpus: Corpus, settings: Cap
     with store.writing(f"capture of {corpus.path.name}", settings.wait_seconds):
         _check_same_model(store, facts)
         run_id = _run_id(corpus, settings, facts["fingerprint"])
-        if store.sql("SELECT count(*) AS n FROM runs WHERE run_id = ?", [run_id]).column("n")[0].as_py():
+        if store.sql("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).scalar():
             row = store.sql("SELECT row_start, row_end FROM runs WHERE run_id = ?", [run_id]).to_pylist()[0]
-            return CaptureSummary(run_id, row["row_start"], row["row_end"], 0.0, 0, already_done=True)
+            return CaptureSummary(run_id, row["row_start"], row["row_end"], 0.0, already_done=True)
         _write_model_arrays(store, lm, settings.storage_dtype)
         return _capture_run(store, lm, corpus, settings, run_id)
 
@@ -90,15 +89,14 @@ def _check_same_model(store: Store, facts: dict) -> None:
     if held["fingerprint"] != facts["fingerprint"]:
         raise TnstoreError(
             f"store {store.path} holds model {held['model_spec']} with weights {held['fingerprint']}, "
-            f"but these weights are {facts['fingerprint']}; use another --store"
+            f"but these weights are {facts['fingerprint']}; use another store"
         )
 
 
 def _run_id(corpus: Corpus, settings: CaptureSettings, fingerprint: str) -> str:
     key = f"{corpus.sha256}|{len(corpus.rows)}|{settings.split}|{corpus.rows[0]['kind']}|{fingerprint}|{settings.storage_dtype}"
     if settings.ablation is not None:
-        neurons = sorted((l, int(i)) for l, idx in settings.ablation.neurons.items() for i in idx)
-        key += f"|ablate:{settings.ablation.scope}:{neurons}"
+        key += f"|ablate:{settings.ablation.scope}:{settings.ablation.neurons.digest()}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -148,18 +146,18 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
         raise
     seconds = time.perf_counter() - t0
     _finish_run(store, corpus, settings, journal, n_tokens, seconds, lm)
-    return CaptureSummary(run_id, journal["row_start"], journal["row_end"], seconds, 0, already_done=False)
+    return CaptureSummary(run_id, journal["row_start"], journal["row_end"], seconds, already_done=False)
 
 
 def to_storage(values: np.ndarray, dtype: str, name: str) -> np.ndarray:
     if not np.isfinite(values).all():
-        raise TnstoreError(f"the model produced inf/nan in {name}; check --dtype (float32 is safest)")
+        raise TnstoreError(f"the model produced inf/nan in {name}; check the compute dtype (float32 is safest)")
     if dtype == "float16":
         peak = float(np.abs(values).max(initial=0.0))
         if peak > FLOAT16_MAX:
-            raise TnstoreError(
-                f"{name} reaches {peak:.0f}, beyond float16's {FLOAT16_MAX:.0f}; re-run with --storage-dtype float32"
-            )
+            raise ArgumentError(
+                "storage_dtype",
+                f"{name} reaches {peak:.0f}, beyond float16's {FLOAT16_MAX:.0f}; re-run with {{arg}} float32")
     return values.astype(dtype, copy=False)
 
 
@@ -180,7 +178,7 @@ def _finish_run(store: Store, corpus: Corpus, settings: CaptureSettings, journal
         "n_tokens": n_tokens,
         "ablation": [settings.ablation.name if settings.ablation else None] * n,
     })
-    store.write_part("sentences", run_id, sentences)
+    store.write_rows("sentences", sentences)
     run = {
         "run_id": run_id, "command": settings.command, "corpus": str(corpus.path.resolve()),
         "corpus_sha256": corpus.sha256, "split": settings.split, "kind": corpus.rows[0]["kind"],
@@ -193,7 +191,7 @@ def _finish_run(store: Store, corpus: Corpus, settings: CaptureSettings, journal
         "tnstore_version": __version__,
     }
     # The runs row is written last: it is what makes the run's rows part of the store.
-    store.write_part("runs", run_id, pa.Table.from_pylist([run]))
+    store.write_rows("runs", pa.Table.from_pylist([run]))
     store.drop_journal(run_id)
 
 

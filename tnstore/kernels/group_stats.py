@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from tnstore.errors import TnstoreError
-from tnstore.kernels.prefetch import prefetched
+from tnstore.compute.prefetch import prefetched
 from tnstore.store.store import Store, as_dtype
 
 COLUMN_CHUNK = 512  # columns per parallel work item of the compiled pass: its accumulator rows stay in L1/L2

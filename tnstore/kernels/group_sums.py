@@ -7,7 +7,7 @@ For a block of rows of one layer (B, D), its rows' group codes (B,), and per-gro
 
 in float64. numpy needs six passes over each block for this (widen, copy to float64, subtract, sum, square,
 sum: ~1.6 ns a value on one core); compiled, it is one pass (~0.2 ns), which is why numba is a dependency.
-float16 values are widened with the exact bit trick of tnstore.store.f16, inf and nan included, so a damaged
+float16 values are widened with the exact bit trick of tnstore.compute.f16, inf and nan included, so a damaged
 store shows in the sums (the caller checks them) instead of passing as a number.
 
 Columns are split into chunks processed in parallel (prange); within a chunk, the block's rows go group by group

@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from tnstore.store.buffers import Scratch
-from tnstore.store.parallel import over_slices
-from tnstore.store.f16 import widen_f16
+from tnstore.compute.buffers import Scratch
+from tnstore.compute.parallel import over_slices
+from tnstore.compute.f16 import widen_f16
 
 _scratch = Scratch()
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.adapters import Adapter, adapter_for
 from tnstore.models.tiny import TINY_FAMILIES, build_tiny_model
 
@@ -101,7 +101,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     """Load a model by spec (see module docstring) onto `device` in compute `dtype`."""
     _quiet_transformers()
     if dtype not in DTYPES:
-        raise TnstoreError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise ArgumentError("dtype", f"{{arg}} {dtype!r} is not one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
     device = resolve_device(device)
     if spec in TINY_FAMILIES:
@@ -132,16 +132,16 @@ def resolve_device(device: str) -> str:
             return "mps"
         return "cpu"
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise TnstoreError(f"--device {device!r} is not one of auto, cpu, cuda, mps")
+        raise ArgumentError("device", f"{{arg}} {device!r} is not one of auto, cpu, cuda, mps")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TnstoreError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+        raise ArgumentError("device", "{arg} cuda asked for, but torch sees no CUDA device; use {arg} cpu")
     return device
 
 
 def check_model_spec(spec: str, device: str, dtype: str) -> None:
     """Refuse an unknown spec, dtype or device before anything slow happens."""
     if dtype not in DTYPES:
-        raise TnstoreError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise ArgumentError("dtype", f"{{arg}} {dtype!r} is not one of {', '.join(DTYPES)}")
     resolve_device(device)
     if spec in TINY_FAMILIES or spec in BUILTIN_GGUF:
         return
@@ -156,11 +156,11 @@ def _hf_folder_for(spec: str, convert: bool = True) -> tuple[str, str]:
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
-            raise TnstoreError(f"--model {spec}: no such GGUF file")
+            raise ArgumentError("model", f"{{arg}} {spec}: no such GGUF file")
         return str(_converted_folder(path, path.stem) if convert else path), str(path.resolve())
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise TnstoreError(f"--model {spec}: folder has no config.json; point at a saved HF model folder")
+            raise ArgumentError("model", f"{{arg}} {spec}: folder has no config.json; point at a saved HF model folder")
         return str(path.resolve()), str(path.resolve())
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return spec, f"hf:{spec}"

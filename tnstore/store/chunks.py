@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from numcodecs import blosc
 
-from tnstore.store.parallel import over_slices
-from tnstore.store.buffers import Scratch
+from tnstore.compute.parallel import over_slices
+from tnstore.compute.buffers import Scratch
 
 _scratch = Scratch()
 

@@ -9,15 +9,16 @@ computed from the same group_stats at once, one `label_id` each:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from tnstore.analysis.stats import Selection
-from tnstore.errors import TnstoreError
+from tnstore.analysis.stats.core import Selection
+from tnstore.errors import ArgumentError
 
 LABEL_KINDS = ("language", "family", "sql")
-PAPER_FAMILIES = "en,nl,it:ja,ko"
+PAPER_FAMILIES = (("en", "nl", "it"), ("ja", "ko"))
 
 
 @dataclass(frozen=True)
@@ -46,28 +47,37 @@ class Label:
 def grouping_for(kind: str, label_sql: str | None) -> str:
     """The SQL expression over `sentences` that the label's group_stats are grouped by."""
     if kind not in LABEL_KINDS:
-        raise TnstoreError(f"--label {kind!r} is not one of {', '.join(LABEL_KINDS)}")
+        raise ArgumentError("label", f"{{arg}} {kind!r} is not one of {', '.join(LABEL_KINDS)}")
     if kind == "sql":
         if not label_sql or not label_sql.strip():
-            raise TnstoreError("--label sql needs --label-sql EXPR, a SQL expression over sentences giving each group")
+            raise ArgumentError("label_sql", "label sql needs {arg}, a SQL expression over sentences giving each group")
         return label_sql
     if label_sql:
-        raise TnstoreError(f"--label-sql is only used with --label sql, not --label {kind}")
+        raise ArgumentError("label_sql", f"{{arg}} is only used with label sql, not label {kind}")
     return "lang"
 
 
-def parse_families(spec: str) -> list[list[str]]:
-    """'en,nl,it:ja,ko' -> [['en','nl','it'], ['ja','ko']]; at least two disjoint, non-empty families."""
-    families = [[lang.strip() for lang in part.split(",")] for part in spec.split(":")]
-    if len(families) < 2 or any(not lang for family in families for lang in family):
-        raise TnstoreError(f"--family {spec!r}: write two or more comma-separated language lists joined by ':', "
-                           "e.g. en,nl,it:ja,ko")
+def check_families(families: Sequence[Sequence[str]]) -> list[list[str]]:
+    """At least two disjoint, non-empty families of language codes, e.g. (("en", "nl", "it"), ("ja", "ko"))."""
+    if isinstance(families, str) or not all(isinstance(f, (list, tuple)) for f in families):
+        raise ArgumentError("families", f"{{arg}} {families!r}: give two or more lists of language codes, e.g. "
+                                        "[['en', 'nl', 'it'], ['ja', 'ko']]")
+    out = [[str(lang).strip() for lang in family] for family in families]
+    if len(out) < 2 or any(not family or not all(out_lang for out_lang in family) for family in out):
+        raise ArgumentError("families", f"{{arg}} {format_families(out)!r}: give two or more non-empty families, "
+                                        "e.g. en,nl,it:ja,ko")
     seen: set[str] = set()
-    for lang in (lang for family in families for lang in family):
+    for lang in (lang for family in out for lang in family):
         if lang in seen:
-            raise TnstoreError(f"--family {spec!r}: language {lang!r} is in more than one family")
+            raise ArgumentError("families", f"{{arg}} {format_families(out)!r}: language {lang!r} is in more than "
+                                            "one family")
         seen.add(lang)
-    return families
+    return out
+
+
+def format_families(families: Sequence[Sequence[str]]) -> str:
+    """The families as stored in label_spec: 'en,nl,it:ja,ko'."""
+    return ":".join(",".join(family) for family in families)
 
 
 def language_label(sel: Selection, targets: list[str]) -> Label:
@@ -75,20 +85,21 @@ def language_label(sel: Selection, targets: list[str]) -> Label:
     counts = sel.counts()
     for target in targets:
         if counts.get(target, 0) == 0:
-            raise TnstoreError(f"language {target!r} has no sentences among those --where {sel.where!r} selects; "
-                               "capture it or widen --where")
+            raise ArgumentError("where", f"language {target!r} has no sentences among those {sel.describe()} "
+                                         "selects; capture it or widen {arg}")
     assignments = {t: {g: (t if g == t else "rest") for g in sel.groups} for t in targets}
     return _checked(Label("language", None, sel.grouping, assignments, {t: t for t in targets}), sel)
 
 
-def family_label(sel: Selection, spec: str) -> Label:
+def family_label(sel: Selection, families: Sequence[Sequence[str]]) -> Label:
     """One label, 'family': each language to its family's name (the family's languages joined by commas)."""
-    families = parse_families(spec)
+    families = check_families(families)
+    spec = format_families(families)
     counts = sel.counts()
     missing = [lang for family in families for lang in family if counts.get(lang, 0) == 0]
     if missing:
-        raise TnstoreError(f"--family {spec!r}: {', '.join(missing)} has no sentences among those "
-                           f"--where {sel.where!r} selects")
+        raise ArgumentError("families", f"{{arg}} {spec!r}: {', '.join(missing)} has no sentences among those "
+                                        f"{sel.describe()} selects")
     names = [",".join(family) for family in families]
     mapping = {lang: name for family, name in zip(families, names) for lang in family}
     positive = names[0] if len(names) == 2 else None
@@ -111,8 +122,9 @@ def _checked(label: Label, sel: Selection) -> Label:
             sizes[group] = sizes.get(group, 0) + counts.get(value, 0)
         present = [g for g, n in sizes.items() if n > 0]
         if len(present) < 2:
-            what = f"--label-sql {label.spec!r}" if label.kind == "sql" else f"label {label.kind} ({label_id})"
+            what = f"{{arg}} {label.spec!r}" if label.kind == "sql" else f"label {label.kind} ({label_id})"
             only = f"one group ({present[0]!r})" if present else "no group"
-            raise TnstoreError(f"{what} puts all sentences --where {sel.where!r} selects into {only}; "
-                               "a correlation ratio needs at least two groups")
+            raise ArgumentError("label_sql" if label.kind == "sql" else "label",
+                                f"{what} puts all sentences {sel.describe()} selects into {only}; "
+                                "a correlation ratio needs at least two groups")
     return label

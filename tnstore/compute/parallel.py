@@ -18,7 +18,21 @@ _inside = threading.local()  # set in threads running a slice: a nested call run
 
 
 def workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Threads tnstore's own parallel loops use: $TNSTORE_THREADS, else every core this process may run on."""
+    return configured_threads() or available_cores()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def configured_threads() -> int | None:
+    """$TNSTORE_THREADS as a positive int, or None when it is unset or not a positive number."""
+    value = os.environ.get("TNSTORE_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def over_slices(n: int, fn: Callable[[int, int], T], min_items: int = MIN_ITEMS_PER_THREAD) -> list[T]:

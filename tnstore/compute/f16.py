@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tnstore.store.parallel import over_slices
+from tnstore.compute.parallel import over_slices
 
 _REBIAS = np.float32(2.0**112)
 # After `int16 << 13` (sign-extended), bit 31 is the sign and bits 13..27 hold exponent and mantissa;

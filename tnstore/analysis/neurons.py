@@ -1,22 +1,24 @@
-"""Named neuron sets for ablation: random baselines drawn like a transfer-neuron set, and listing what is stored.
+"""Named neuron sets: random baselines drawn like a transfer-neuron set, listing what is stored, and loading a
+set by name for deactivation.
 
 A random baseline (method §5) has as many neurons as its transfer-neuron set, drawn uniformly without replacement
 from the same candidate layers (all neurons of layers layer_start .. layer_end - 1) minus that set's neurons.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
 
-from tnstore.errors import TnstoreError
-from tnstore.store.store import Store
+from tnstore.errors import ArgumentError, TnstoreError
+from tnstore.models.deactivation import NeuronSet
+from tnstore.store.schema import SAFE_NAME
+from tnstore.store.store import Store, open_store
 
 LIKE_KEYS = ("type", "lang", "split", "dist", "layers", "top", "set")
-_NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
 @dataclass(frozen=True)
@@ -28,20 +30,6 @@ class RandomSet:
     layer_end: int
     layers: np.ndarray  # (k,) int32
     neurons: np.ndarray  # (k,) int32
-
-
-def parse_like(spec: str) -> dict[str, str]:
-    """`type=1,lang=ja[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]` -> {key: value}."""
-    like: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not value or key not in LIKE_KEYS:
-            raise TnstoreError(f"--like {spec!r}: write key=value pairs separated by commas, keys {', '.join(LIKE_KEYS)}")
-        like[key] = value
-    if not like:
-        raise TnstoreError("--like is empty; name the transfer-neuron set, e.g. --like type=1,lang=ja")
-    return like
 
 
 def draw_random(
@@ -59,17 +47,27 @@ def draw_random(
     if k > len(pool):
         raise TnstoreError(
             f"a random set of {k} neurons does not fit in the {len(pool)} candidates left outside the set "
-            f"(layers {layer_start}:{layer_end}); use a smaller --top")
+            f"(layers {layer_start}:{layer_end}); use a smaller top")
     chosen = np.sort(np.random.default_rng(seed).choice(pool, size=k, replace=False))
     return (chosen // d_mlp).astype(np.int32), (chosen % d_mlp).astype(np.int32)
 
 
-def find_set(store: Store, like: dict[str, str], top: int | None = None) -> dict:
-    """The one transfer_neurons set matching `like` (and `top`); an error lists the choices when not exactly one."""
+def find_set(store: Store, like: Mapping[str, object], top: int | None = None) -> dict:
+    """The one transfer_neurons set matching `like` (and `top`); an error lists the choices when not exactly one.
+
+    like: {"type": 1, "lang": "ja"} and optionally split, dist, layers ("A:B" or (A, B)), top, set (a set_id).
+    """
+    unknown = sorted(set(like) - set(LIKE_KEYS))
+    if not like or unknown:
+        raise ArgumentError("like", f"{{arg}} {dict(like)!r}: give keys among {', '.join(LIKE_KEYS)}, e.g. "
+                                    "type=1, lang=ja")
     sets = store.sql(
         "SELECT set_id, lang, type, split, dist, layer_start, layer_end, top, count(*) AS n "
         "FROM transfer_neurons GROUP BY ALL ORDER BY set_id").to_pylist()
-    wanted = dict(like)
+    wanted = {k: (f"{v[0]}:{v[1]}" if k == "layers" and isinstance(v, (tuple, list, range)) and not isinstance(v, str)
+                  else str(v)) for k, v in like.items()}
+    if isinstance(like.get("layers"), range):
+        wanted["layers"] = f"{like['layers'].start}:{like['layers'].stop}"
     if top is not None:
         wanted["top"] = str(top)
     matches = [s for s in sets if all(_matches(s, key, value) for key, value in wanted.items())]
@@ -79,39 +77,58 @@ def find_set(store: Store, like: dict[str, str], top: int | None = None) -> dict
         raise TnstoreError(f"no transfer-neuron set matches {spec} (stored: {stored}); run `tnstore detect` first")
     if len(matches) > 1:
         ids = ", ".join(s["set_id"] for s in matches)
-        raise TnstoreError(
-            f"{len(matches)} transfer-neuron sets match {spec} ({ids}); narrow it with --top or top=, dist=, split=, layers=")
+        raise ArgumentError(
+            "like", f"{len(matches)} transfer-neuron sets match {spec} ({ids}); narrow {{arg}} with top, dist, split or "
+                    "layers")
     return matches[0]
 
 
 def random_baseline(
-    store_path: str | Path, like: str | dict[str, str], top: int | None = None, seed: int = 0,
+    store: "str | Path | Store", like: str | Mapping[str, object], top: int | None = None, seed: int = 0,
     name: str | None = None, wait_seconds: float = 0.0,
 ) -> RandomSet:
-    """Draw a random baseline for the TN set matching `like` and store it in `neuron_sets` under `name`.
+    """Draw a random baseline for a transfer-neuron set and store it in `neuron_sets` under `name`.
 
+    like: a set_id, or the set's settings, e.g. {"type": 1, "lang": "ja"} (see `find_set`).
     The default name is `random_<set_id>_seed<seed>`; storing under an existing name replaces that set.
     """
-    if seed < 0:
-        raise TnstoreError(f"--seed {seed}: use a seed >= 0")
-    store = Store.open(store_path)
-    like = parse_like(like) if isinstance(like, str) else like
+    if not isinstance(seed, int) or seed < 0:
+        raise ArgumentError("seed", f"{{arg}} {seed!r}: use a seed >= 0")
+    store = open_store(store)
+    like = {"set": like} if isinstance(like, str) else like
     with store.writing("neurons random", wait_seconds):
         tn = find_set(store, like, top)
         name = name or f"random_{tn['set_id']}_seed{seed}"
-        if not _NAME.match(name):
-            raise TnstoreError(f"--name {name!r}: use letters, digits, '-', '_', '.' or '=' only")
-        members = store.sql("SELECT layer, neuron FROM transfer_neurons WHERE set_id = ?", [tn["set_id"]])
+        if not SAFE_NAME.match(name):
+            raise ArgumentError("name", f"{{arg}} {name!r}: use letters, digits, '-', '_', '.' or '=' only")
+        members = store.query("SELECT layer, neuron FROM transfer_neurons WHERE set_id = ?", [tn["set_id"]])
         layers, neurons = draw_random(
             members.column("layer").to_numpy(), members.column("neuron").to_numpy(),
             tn["layer_start"], tn["layer_end"], int(store.model_facts["d_mlp"]), seed)
-        store.write_part("neuron_sets", name, _set_table(name, tn, seed, layers, neurons))
+        store.write_rows("neuron_sets", _set_table(name, tn, seed, layers, neurons))
     return RandomSet(name, tn["set_id"], seed, tn["layer_start"], tn["layer_end"], layers, neurons)
 
 
-def list_sets(store_path: str | Path) -> pa.Table:
-    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes."""
-    return Store.open(store_path).sql(LIST_SQL)
+def list_sets(store: "str | Path | Store") -> pa.Table:
+    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes (Arrow)."""
+    return open_store(store, mode="r").query(LIST_SQL)
+
+
+def load_set(store: Store, name: str, arg: str = "name") -> NeuronSet:
+    """A stored neuron set by name: a `neuron_sets` name or a `transfer_neurons` set_id, checked against the
+    model's shape. `arg` names the argument in errors."""
+    pairs = store.query(
+        "SELECT layer, neuron FROM neuron_sets WHERE name = ? "
+        "UNION SELECT layer, neuron FROM transfer_neurons WHERE set_id = ?", [name, name])
+    if pairs.num_rows == 0:
+        raise ArgumentError(arg, f"{{arg}} {name!r}: no neuron set or transfer-neuron set_id of that name in "
+                                 f"{store.path}; see `tnstore neurons list`")
+    layers, neurons = pairs.column("layer").to_numpy(), pairs.column("neuron").to_numpy()
+    facts = store.model_facts
+    if layers.min() < 0 or neurons.min() < 0 or layers.max() >= facts["n_layers"] or neurons.max() >= facts["d_mlp"]:
+        raise ArgumentError(arg, f"{{arg}} {name!r} names neurons outside this model's "
+                                 f"{facts['n_layers']} x {facts['d_mlp']}")
+    return NeuronSet.from_pairs(name, layers, neurons)
 
 
 LIST_SQL = """

@@ -4,60 +4,76 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import duckdb
 import pyarrow as pa
 
-from tnstore.analysis.stats import params, query, run_sql, short_hash
-from tnstore.errors import TnstoreError
-from tnstore.store.store import Store
+from tnstore.analysis.stats.core import params, query, run_sql
+from tnstore.errors import ArgumentError, TnstoreError
+from tnstore.store.store import Store, open_store
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass(frozen=True)
 class JaccardResult:
-    """The rows written to tn_jaccard, and their overall and per-layer views for printing."""
+    """The rows written to tn_jaccard, and their overall and per-layer views for printing (Arrow; the
+    properties `overall` and `by_layer` hand them out as Polars)."""
 
     table: pa.Table
-    overall: pa.Table
-    by_layer: pa.Table
+    overall_arrow: pa.Table
+    by_layer_arrow: pa.Table
+
+    @property
+    def overall(self) -> "pl.DataFrame":
+        import polars as pl
+
+        return pl.from_arrow(self.overall_arrow)
+
+    @property
+    def by_layer(self) -> "pl.DataFrame":
+        import polars as pl
+
+        return pl.from_arrow(self.by_layer_arrow)
 
 
-def jaccard(store_path: str | Path, type_: int, top: int, sets: str | None = None) -> JaccardResult:
-    """Jaccard index of the top-`top` sets of every pair of languages of Type `type_`; writes tn_jaccard."""
-    if type_ not in (1, 2):
-        raise TnstoreError(f"--type {type_} is not 1 or 2")
-    if top < 1:
-        raise TnstoreError(f"--top {top} must be at least 1")
-    store = Store.open(store_path)
+def jaccard(store: "str | Path | Store", type: int, top: int = 1000, sets: str | None = None) -> JaccardResult:
+    """Jaccard index of the top-`top` sets of every pair of languages of Type `type`, overall and per layer;
+    writes tn_jaccard. `sets`: a SQL predicate over transfer_neurons picking the sets (default all)."""
+    if type not in (1, 2):
+        raise ArgumentError("type", f"{{arg}} {type!r} is not 1 or 2")
+    if not isinstance(top, int) or top < 1:
+        raise ArgumentError("top", f"{{arg}} {top!r} must be at least 1")
+    store = open_store(store)
     with _connection(store, sets) as con:
-        _check_sets(con, type_, top, sets)
-        table = run_sql(con, query("jaccard", params=params(type=type_, top=top)))
+        _check_sets(con, type, top, sets)
+        table = run_sql(con, query("jaccard", params=params(type=type, top=top)))
     if table.num_rows == 0:
-        raise TnstoreError(f"--type {type_} --top {top}: no two languages have sets with the same split, distance "
+        raise TnstoreError(f"type {type} top {top}: no two languages have sets with the same split, distance "
                            "and candidate layers to compare; see `tnstore sql STORE \"SELECT DISTINCT set_id, lang, "
                            "split, dist, layer_start, layer_end, top FROM transfer_neurons\"`")
     table = table.append_column("sets_sql", pa.array([sets] * table.num_rows, pa.string()))
     with store.writing("stats jaccard"):
-        store.write_part("tn_jaccard", f"jac-type{type_}-top{top}-{short_hash(sets)}", table)
+        store.write_rows("tn_jaccard", table)
     return JaccardResult(table, *_views(table))
 
 
 @contextmanager
 def _connection(store: Store, sets: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A store connection where `transfer_neurons` holds only the sets that `sets` (SQL) picks."""
-    con = store.connect()
+    """A cursor on the store where `transfer_neurons` holds only the sets that `sets` (SQL) picks."""
+    con = store.connection.cursor()
     try:
         if sets:
-            con.execute("CREATE SCHEMA picked")
             try:
-                con.execute(f"CREATE VIEW picked.transfer_neurons AS SELECT * FROM main.transfer_neurons "
+                con.execute(f"CREATE TEMP VIEW transfer_neurons AS SELECT * FROM main.transfer_neurons "
                             f"WHERE ({sets})")
-                con.execute("SELECT count(*) FROM picked.transfer_neurons").fetchall()
+                con.execute("SELECT count(*) FROM transfer_neurons").fetchall()
             except duckdb.Error as exc:
                 reason = str(exc).strip().splitlines()[0]
-                raise TnstoreError(f"--sets {sets!r} is not valid SQL over transfer_neurons: {reason}") from None
-            con.execute("SET search_path = 'picked,main'")
+                raise ArgumentError("sets", f"{{arg}} {sets!r} is not valid SQL over transfer_neurons: "
+                                            f"{reason}") from None
         yield con
     finally:
         con.close()
@@ -70,10 +86,11 @@ def _check_sets(con: duckdb.DuckDBPyConnection, type_: int, top: int, sets: str 
     enough = [r["lang"] for r in held if r["top"] >= top]
     if len(enough) >= 2:
         return
-    where = f" matching --sets {sets!r}" if sets else ""
+    where = f" matching sets {sets!r}" if sets else ""
     have = ", ".join(f"{r['lang']} (top {r['top']})" for r in held) or "none"
-    raise TnstoreError(f"--type {type_} --top {top}: Jaccard needs top-{top} sets of at least two languages; "
-                       f"the store has Type-{type_} sets{where}: {have}; run `tnstore detect --top {top}` for more")
+    raise ArgumentError("top", f"type {type_} {{arg}} {top}: Jaccard needs top-{top} sets of at least two languages; "
+                               f"the store has Type-{type_} sets{where}: {have}; run `tnstore detect --top {top}` "
+                               "for more")
 
 
 def _views(table: pa.Table) -> tuple[pa.Table, pa.Table]:

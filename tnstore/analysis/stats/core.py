@@ -1,9 +1,10 @@
 """Shared core of the §6 statistics: which sentences in which groups, the group_stats pass, η² and ANOVA in SQL.
 
-A statistic runs on the sentences a `--where` predicate selects, grouped by a SQL expression over `sentences`
-(`lang` for the language and family labels). One streaming pass (tnstore.kernels.group_stats) turns them into
-per-group sums stored as `group_stats`; queries/eta2.sql derives η², F and the degrees of freedom from that table
-for any label that merges groups, and scipy adds the F test's p-value (DuckDB has no F distribution).
+A statistic runs on the sentences `split` and `where` select (the selection contract of tnstore.store.selection:
+a sentence captured twice counts once, a group may not mix ablations), grouped by a SQL expression over
+`sentences` (`lang` for the language and family labels). One streaming pass (tnstore.kernels.group_stats) turns
+them into per-group sums stored as `group_stats`; queries/eta2.sql derives η², F and the degrees of freedom from
+that table for any label that merges groups, and scipy adds the F test's p-value (DuckDB has no F distribution).
 """
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as sps
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.kernels.group_stats import GroupMoments, gather_columns, group_moments
 from tnstore.queries import load
-from tnstore.store.store import Store
+from tnstore.store import selection as S
+from tnstore.store.store import Store, open_store
 
 # Plain captures only: replay captures with neurons deactivated (sentences.ablation) are other activations.
-DEFAULT_WHERE = "split = 'train' AND ablation IS NULL"
+DEFAULT_WHERE = S.PLAIN
+DEFAULT_SPLIT = "train"
 ARRAY = "mlp_act"
 # Accumulators take 3 × 8 bytes per (group, layer, neuron); refuse groupings that would not fit comfortably.
 MAX_ACCUMULATOR_BYTES = 4 << 30
@@ -42,6 +45,7 @@ class Selection:
 
     grouping: str
     where: str
+    split: str
     rows: np.ndarray
     codes: np.ndarray
     groups: list[str]
@@ -50,34 +54,24 @@ class Selection:
         """Sentences per group."""
         return dict(zip(self.groups, np.bincount(self.codes, minlength=len(self.groups)).tolist()))
 
+    def describe(self) -> str:
+        return f"where {self.where!r}, split {self.split}"
 
-def select_sentences(store: Store, grouping: str, where: str, grouping_flag: str = "--label-sql") -> Selection:
-    """Rows matching `where`, grouped by the SQL expression `grouping`; rows whose group is NULL are left out."""
-    total = _query(store, f"SELECT count(*) AS n FROM sentences WHERE ({where})", "--where", where)
-    if total.column("n")[0].as_py() == 0:
-        n_all = store.sql("SELECT count(*) AS n FROM sentences").column("n")[0].as_py()
-        raise TnstoreError(f"--where {where!r} selects no sentences (the store has {n_all}); loosen the predicate")
-    picked = _query(
-        store,
-        f"SELECT row, CAST(({grouping}) AS VARCHAR) AS grp FROM sentences WHERE ({where}) ORDER BY row",
-        grouping_flag, grouping,
-    )
-    values = picked.column("grp").to_numpy(zero_copy_only=False)
-    keep = np.array([v is not None for v in values], dtype=bool)
+
+def select_sentences(store: Store, grouping: str, where: str | None, split: str = DEFAULT_SPLIT,
+                     grouping_arg: str = "label_sql") -> Selection:
+    """The sentences `where` and `split` select (one row per sentence), grouped by the SQL expression `grouping`;
+    rows whose group is NULL are left out, and a group may not mix ablations."""
+    sel = S.select(store, S.make_scope(where, split, DEFAULT_WHERE))
+    codes, groups = S.group_codes(store, sel, grouping, arg=grouping_arg)
+    keep = codes >= 0
     if not keep.any():
-        raise TnstoreError(f"{grouping_flag} {grouping!r} is NULL for every sentence --where {where!r} selects; "
-                           "it must give each sentence its group")
-    groups, codes = np.unique(values[keep].astype(str), return_inverse=True)
-    rows = picked.column("row").to_numpy()[keep].astype(np.int64)
-    return Selection(grouping, where, rows, codes.astype(np.int64), [str(g) for g in groups])
-
-
-def _query(store: Store, sql: str, flag: str, text: str) -> pa.Table:
-    try:
-        return store.sql(sql)
-    except TnstoreError as exc:
-        reason = str(exc).removeprefix("SQL failed: ")
-        raise TnstoreError(f"{flag} {text!r} is not valid SQL over the sentences table: {reason}") from None
+        raise ArgumentError(grouping_arg, f"{{arg}} {grouping!r} is NULL for every sentence {sel.scope.describe()} "
+                                          "selects; it must give each sentence its group")
+    sel, codes = sel.subset(keep), codes[keep]
+    S.check_one_condition(sel, by=codes, what="group")
+    return Selection(grouping, sel.scope.where, sel.scope.split, sel.rows, codes,
+                     [g for g in groups])
 
 
 # ------------------------------------------------------------------------------------------------ group stats
@@ -89,9 +83,9 @@ class GroupStats:
     """
 
     stats_id: str
-    part_key: str
     grouping: str
     where: str
+    split: str
     table: pa.Table | None
     gathered: np.ndarray | None
 
@@ -102,33 +96,40 @@ def compute_group_stats(store: Store, sel: Selection, gather: np.ndarray | None 
     n_layers = int(store.model_facts["n_layers"])
     d_mlp = int(store.model_facts["d_mlp"])
     _check_accumulator_size(sel, n_layers, d_mlp)
-    part_key = "gs-" + short_hash(ARRAY, sel.grouping, sel.where)
-    stats_id = "gs-" + short_hash(ARRAY, sel.grouping, sel.where, sel.rows.tobytes(), sel.codes.tobytes(),
-                                  *sel.groups, store.model_facts.get("fingerprint", ""))
-    held = store.sql("SELECT count(*) AS n FROM group_stats WHERE stats_id = ?", [stats_id]).column("n")[0].as_py()
+    stats_id = "gs-" + short_hash(ARRAY, sel.grouping, sel.where, sel.split, sel.rows.tobytes(),
+                                  sel.codes.tobytes(), *sel.groups, store.model_facts.get("fingerprint", ""))
+    held = store.sql("SELECT count(*) FROM group_stats WHERE stats_id = ?", [stats_id]).scalar()
     if held == len(sel.groups) * n_layers * d_mlp:
         gathered = None
         if gather is not None and len(gather):
             gathered = gather_columns(store, sel.rows, gather, array=ARRAY)
-        return GroupStats(stats_id, part_key, sel.grouping, sel.where, None, gathered)
+        return GroupStats(stats_id, sel.grouping, sel.where, sel.split, None, gathered)
     with _progress(len(sel.rows) * n_layers, progress) as tick:
         moments, gathered = group_moments(store, sel.rows, sel.codes, len(sel.groups), range(n_layers),
                                           array=ARRAY, gather=gather, on_block=tick)
-    return GroupStats(stats_id, part_key, sel.grouping, sel.where, moments_table(stats_id, sel, moments), gathered)
+    return GroupStats(stats_id, sel.grouping, sel.where, sel.split, moments_table(stats_id, sel, moments), gathered)
 
 
-def store_group_stats(store_path: str | Path, grouping: str, where: str = DEFAULT_WHERE,
-                      progress: bool = False) -> tuple[str, dict[str, int], bool]:
-    """Compute and write group_stats for `grouping` over the sentences `where` selects.
+@dataclass(frozen=True)
+class GroupsResult:
+    """What `groups` did: the group_stats stats_id, sentences per group, and whether the store held them already."""
 
-    Returns (stats_id, sentences per group, whether the store already held them)."""
-    store = Store.open(store_path)
-    sel = select_sentences(store, grouping, where, grouping_flag="--group-by")
+    stats_id: str
+    group_counts: dict[str, int]
+    reused: bool
+
+
+def groups(store: "str | Path | Store", group_by: str = "lang", where: str | None = None,
+           split: str = DEFAULT_SPLIT, progress: bool = False) -> GroupsResult:
+    """Compute and write group_stats: per group of the SQL expression `group_by` over sentences, per layer and
+    neuron, the count, shift and shifted sums of mlp_act over the sentences `where` and `split` select."""
+    store = open_store(store)
+    sel = select_sentences(store, group_by, where, split, grouping_arg="group_by")
     gs = compute_group_stats(store, sel, progress=progress)
     if gs.table is not None:
         with store.writing("stats groups"):
-            store.write_part("group_stats", gs.part_key, gs.table)
-    return gs.stats_id, sel.counts(), gs.table is None
+            store.write_rows("group_stats", gs.table)
+    return GroupsResult(gs.stats_id, sel.counts(), gs.table is None)
 
 
 def moments_table(stats_id: str, sel: Selection, m: GroupMoments) -> pa.Table:
@@ -138,9 +139,10 @@ def moments_table(stats_id: str, sel: Selection, m: GroupMoments) -> pa.Table:
     group_index = np.repeat(np.arange(g, dtype=np.int32), n_layers * d)
     return pa.table({
         "stats_id": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [stats_id]),
-        "array": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [ARRAY]),
+        "array_name": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [ARRAY]),
         "grouping": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [sel.grouping]),
         "where_sql": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [sel.where]),
+        "split": pa.DictionaryArray.from_arrays(np.zeros(size, dtype=np.int32), [sel.split]),
         "group_value": pa.DictionaryArray.from_arrays(group_index, sel.groups),
         "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), d), g),
         "neuron": np.tile(np.arange(d, dtype=np.int32), g * n_layers),
@@ -156,8 +158,7 @@ def _check_accumulator_size(sel: Selection, n_layers: int, d_mlp: int) -> None:
     if need > MAX_ACCUMULATOR_BYTES:
         raise TnstoreError(
             f"grouping {sel.grouping!r} makes {len(sel.groups)} groups, whose statistics would take "
-            f"{need / 2**30:.1f} GiB; use an expression with fewer distinct values"
-        )
+            f"{need / 2**30:.1f} GiB; use an expression with fewer distinct values")
 
 
 # ------------------------------------------------------------------------------------------------ η² in SQL
@@ -218,7 +219,8 @@ def analysis_connection(store: Store, gs: GroupStats, neurons: pa.Table | None =
                         **tables: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
     """A store connection where `group_stats` is this selection's statistics (fresh or stored), limited to
     `neurons` (layer, neuron) if given, and `tables` are visible by name (e.g. label_map)."""
-    con = store.connect()
+    # A cursor sees the store's views; its temporary view `group_stats` shadows the stored table for it alone.
+    con = store.connection.cursor()
     try:
         source = "main.group_stats"
         if gs.table is not None:
@@ -228,9 +230,7 @@ def analysis_connection(store: Store, gs: GroupStats, neurons: pa.Table | None =
         if neurons is not None:
             con.register("_neurons", neurons.select(["layer", "neuron"]))
             view = f"SELECT s.* FROM ({view}) s SEMI JOIN _neurons USING (layer, neuron)"
-        con.execute("CREATE SCHEMA analysis")
-        con.execute(f"CREATE VIEW analysis.group_stats AS {view}")
-        con.execute("SET search_path = 'analysis,main'")
+        con.execute(f"CREATE TEMP VIEW group_stats AS {view}")
         for name, table in tables.items():
             con.register(name, table)
         yield con
@@ -252,7 +252,7 @@ def eta2_table(store: Store, gs: GroupStats, label_map: pa.Table, neurons: pa.Ta
     df_within, anova_p. One query per label keeps DuckDB's memory to one label's rows (~0.8 GB for every
     neuron of a 32 × 14336 model, instead of ~2 GB for five labels at once).
     """
-    sql = query("eta2", params=params(grouping=gs.grouping, where_sql=gs.where),
+    sql = query("eta2", params=params(grouping=gs.grouping, where_sql=gs.where, split=gs.split),
                 label_map="SELECT label_id, group_value, label_group FROM _label_map")
     parts = []
     with analysis_connection(store, gs, neurons) as con:

@@ -8,53 +8,74 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as sps
 
-from tnstore.analysis.stats import (
-    DEFAULT_WHERE, GroupStats, Selection, analysis_connection, compute_group_stats, eta2_table, params,
-    query, run_sql, select_sentences, short_hash,
+from tnstore.analysis.stats.core import (
+    DEFAULT_SPLIT, GroupStats, Selection, analysis_connection, compute_group_stats, eta2_table, params,
+    query, run_sql, select_sentences,
 )
-from tnstore.analysis.stats_labels import (
-    PAPER_FAMILIES, Label, family_label, grouping_for, language_label, parse_families, sql_label,
+from tnstore.analysis.stats.labels import (
+    PAPER_FAMILIES, Label, check_families, family_label, grouping_for, language_label, sql_label,
 )
-from tnstore.errors import TnstoreError
-from tnstore.store.store import Store
+from tnstore.errors import ArgumentError, SqlError, TnstoreError
+from tnstore.store.store import Store, open_store
 
+if TYPE_CHECKING:
+    import polars as pl
 
 MWU_COLUMNS = 512
 
 
 @dataclass(frozen=True)
 class CorrRatioResult:
-    """What a corr-ratio run wrote (`rows` rows of tn_corr_ratio) and its paper-style summary."""
+    """What a corr-ratio run wrote (`rows` rows of tn_corr_ratio) and its paper-style summary (Polars;
+    `summary_arrow` as Arrow): per set, mean η² of the top 10/100/1000 and the significant shares."""
 
     label: Label
     where: str
+    split: str
     stats_id: str
     group_counts: dict[str, int]
     rows: int
     reused_stats: bool
-    summary: pa.Table
+    summary_arrow: pa.Table
+
+    @property
+    def summary(self) -> "pl.DataFrame":
+        import polars as pl
+
+        return pl.from_arrow(self.summary_arrow)
 
 
-def corr_ratio(store_path: str | Path, label: str = "language", family: str = PAPER_FAMILIES,
-               label_sql: str | None = None, where: str = DEFAULT_WHERE, sets: str | None = None,
+def corr_ratio(store: "str | Path | Store", label: str = "language",
+               families: Sequence[Sequence[str]] = PAPER_FAMILIES, label_sql: str | None = None,
+               where: str | None = None, split: str = DEFAULT_SPLIT, sets: str | None = None,
                all_neurons: bool = False, progress: bool = False) -> CorrRatioResult:
-    """η², ANOVA F/p and Mann-Whitney p of every transfer neuron (every neuron too with `all_neurons`)."""
-    store = Store.open(store_path)
+    """η², ANOVA F/p and Mann-Whitney p of every transfer neuron against a label (every neuron too with
+    `all_neurons`); writes tn_corr_ratio (and group_stats).
+
+    label: "language" (each set's own language vs the rest), "family" (`families`, e.g. (("en", "nl", "it"),
+    ("ja", "ko"))) or "sql" (the groups of `label_sql`, a SQL expression over sentences).
+    where, split: the sentences (tnstore.store.selection; where None = plain captures).
+    sets: a SQL predicate over transfer_neurons picking the sets (default all); a re-run for some sets replaces
+    only their rows.
+    """
+    store = open_store(store)
     grouping = grouping_for(label, label_sql)
     if label == "family":
-        parse_families(family)  # a malformed spec fails before any work
+        families = check_families(families)  # a malformed value fails before any work
     tns = read_tn_sets(store, sets)
     if tns.num_rows == 0 and not all_neurons:
-        raise TnstoreError("no transfer-neuron sets" + (f" match --sets {sets!r}" if sets else " in the store")
-                           + "; run `tnstore detect` first, or pass --all-neurons")
-    sel = select_sentences(store, grouping, where)
-    lab = _build_label(label, sel, family, label_sql, tns, all_neurons)
+        raise ArgumentError("all_neurons", "no transfer-neuron sets" + (f" match sets {sets!r}" if sets else
+                                                                        " in the store")
+                            + "; run `tnstore detect` first, or use {arg}")
+    sel = select_sentences(store, grouping, where, split)
+    lab = _build_label(label, sel, families, label_sql, tns, all_neurons)
     tns = _with_label_ids(tns, lab)
     pairs = _unique_pairs(tns)
     binary = any(p is not None for p in lab.positive.values())
@@ -62,13 +83,13 @@ def corr_ratio(store_path: str | Path, label: str = "language", family: str = PA
     neurons = None if all_neurons else pa.table({"layer": pairs[:, 0], "neuron": pairs[:, 1]})
     eta = eta2_table(store, gs, lab.label_map(), neurons)
     mwu = _mann_whitney(lab, sel, tns, pairs, gs)
-    table = _result_table(store, gs, lab, where, tns, eta, mwu, all_neurons)
+    table = _result_table(store, gs, lab, tns, eta, mwu, all_neurons)
     with store.writing("stats corr-ratio"):
         if gs.table is not None:
-            store.write_part("group_stats", gs.part_key, gs.table)
-        store.write_part("tn_corr_ratio", "cr-" + short_hash(lab.kind, lab.spec, where), table)
-    return CorrRatioResult(lab, where, gs.stats_id, sel.counts(), table.num_rows, gs.table is None,
-                           summarize(store, lab, where))
+            store.write_rows("group_stats", gs.table)
+        store.write_rows("tn_corr_ratio", table)
+    return CorrRatioResult(lab, sel.where, sel.split, gs.stats_id, sel.counts(), table.num_rows, gs.table is None,
+                           summarize(store, lab, sel.where, sel.split))
 
 
 def read_tn_sets(store: Store, sets: str | None) -> pa.Table:
@@ -76,10 +97,9 @@ def read_tn_sets(store: Store, sets: str | None) -> pa.Table:
     sql = ("SELECT set_id, lang, type, rank, layer, neuron FROM transfer_neurons"
            + (f" WHERE ({sets})" if sets else "") + " ORDER BY set_id, rank")
     try:
-        tns = store.sql(sql)
-    except TnstoreError as exc:
-        reason = str(exc).removeprefix("SQL failed: ")
-        raise TnstoreError(f"--sets {sets!r} is not valid SQL over transfer_neurons: {reason}") from None
+        tns = store.query(sql)
+    except SqlError as exc:
+        raise ArgumentError("sets", f"{{arg}} {sets!r} is not valid SQL over transfer_neurons: {exc.reason}") from None
     _check_neurons_exist(store, tns)
     return tns
 
@@ -94,10 +114,10 @@ def _check_neurons_exist(store: Store, tns: pa.Table) -> None:
                            f"outside this store's model ({n_layers} layers × {d_mlp} neurons)")
 
 
-def _build_label(kind: str, sel: Selection, family: str, label_sql: str | None, tns: pa.Table,
+def _build_label(kind: str, sel: Selection, families: list[list[str]], label_sql: str | None, tns: pa.Table,
                  all_neurons: bool) -> Label:
     if kind == "family":
-        return family_label(sel, family)
+        return family_label(sel, families)
     if kind == "sql":
         return sql_label(sel, label_sql or "")
     targets = set(tns.column("lang").to_pylist())
@@ -170,12 +190,13 @@ def _column_index(pairs: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.searchsorted(keys, wanted[:, 0] * (1 << 32) + wanted[:, 1])
 
 
-def _result_table(store: Store, gs: GroupStats, lab: Label, where: str, tns: pa.Table, eta: pa.Table,
+def _result_table(store: Store, gs: GroupStats, lab: Label, tns: pa.Table, eta: pa.Table,
                   mwu: pa.Table, all_neurons: bool) -> pa.Table:
     """The tn_corr_ratio rows: one per transfer neuron (and one per neuron and label with `all_neurons`)."""
     positive = pa.table({"label_id": list(lab.positive), "positive": list(lab.positive.values())},
                         schema=pa.schema([("label_id", pa.string()), ("positive", pa.string())]))
-    settings = {"stats_id": gs.stats_id, "label": lab.kind, "label_spec": lab.spec, "where_sql": where}
+    settings = {"stats_id": gs.stats_id, "label": lab.kind, "label_spec": lab.spec, "where_sql": gs.where,
+                "split": gs.split}
     sql = _TN_ROWS
     if all_neurons:
         sql += "\nUNION ALL\n" + _ALL_NEURON_ROWS
@@ -187,7 +208,8 @@ def _result_table(store: Store, gs: GroupStats, lab: Label, where: str, tns: pa.
 
 # Glue, not analysis: attach the η² rows (queries/eta2.sql) and Mann-Whitney p-values to the transfer neurons.
 _TN_ROWS = """
-SELECT $stats_id AS stats_id, $label AS label, $label_spec AS label_spec, $where_sql AS where_sql, p.positive,
+SELECT $stats_id AS stats_id, $label AS label, $label_spec AS label_spec, $where_sql AS where_sql, $split AS split,
+       p.positive,
        t.set_id, t.lang, t.type, t.rank, t.layer, t.neuron, e.n, e.k AS n_groups, e.eta2, e.anova_f,
        e.df_between, e.df_within, e.anova_p, m.mwu_p
 FROM tn t
@@ -196,7 +218,7 @@ JOIN positives p ON p.label_id = t.label_id
 LEFT JOIN mwu m ON m.label_id = t.label_id AND m.layer = t.layer AND m.neuron = t.neuron
 """
 _ALL_NEURON_ROWS = """
-SELECT $stats_id, $label, $label_spec, $where_sql, p.positive,
+SELECT $stats_id, $label, $label_spec, $where_sql, $split, p.positive,
        NULL, CASE WHEN $language_label THEN e.label_id END, NULL, NULL, e.layer, e.neuron, e.n, e.k, e.eta2,
        e.anova_f, e.df_between, e.df_within, e.anova_p, NULL
 FROM eta e
@@ -204,10 +226,7 @@ JOIN positives p ON p.label_id = e.label_id
 """
 
 
-def summarize(store: Store, lab: Label, where: str) -> pa.Table:
+def summarize(store: Store, lab: Label, where: str, split: str) -> pa.Table:
     """queries/tn_summary.sql for this run's rows of tn_corr_ratio."""
-    con = store.connect()
-    try:
-        return run_sql(con, query("tn_summary", params=params(label=lab.kind, label_spec=lab.spec, where_sql=where)))
-    finally:
-        con.close()
+    return store.query(query("tn_summary", params=params(label=lab.kind, label_spec=lab.spec, where_sql=where,
+                                                         split=split)))

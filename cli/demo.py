@@ -7,9 +7,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from tnstore.capture.api import capture_corpus
+from tnstore.capture.api import capture
+from tnstore.cli.render import render
 from tnstore.queries import load as load_query
-from tnstore.store.render import render
 from tnstore.store.store import Store
 
 DEMO_LANGS = ("ja", "nl", "ko", "it")
@@ -23,8 +23,8 @@ def demo_corpus_path() -> Path:
 def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
     t0 = time.perf_counter()
     echo(f"1/4 capture: {model} over the built-in demo corpus (first use converts the model once)")
-    echo("    " + capture_corpus(store=store, corpus=demo_corpus_path(), model=model, split="train",
-                                 storage_dtype="float16", progress=True, command=f"tnstore demo --model {model}"))
+    echo("    " + capture(store=store, corpus=demo_corpus_path(), model=model, split="train", storage_dtype="float16",
+                          progress=True, command=f"tnstore demo --model {model}").describe())
     _show(store, echo, "Sentences per language", load_query("sentences_by_lang"))
 
     from tnstore.analysis.detect import detect
@@ -38,12 +38,11 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
     _show(store, echo, "Top Type-1 transfer neurons for ja", load_query("ranking"), "rank, layer, neuron, score", "rank <= 10")
     _show(store, echo, "Where the top-1000 Type-1 set of ja sits (neurons per layer)", load_query("distribution"))
 
-    from tnstore.analysis.stats_corr import corr_ratio
-    from tnstore.analysis.stats_overlap import jaccard
+    from tnstore.analysis.stats import corr_ratio, jaccard
 
     echo("3/4 stats: correlation ratio of every TN with its language, Jaccard overlap of the sets")
     corr_ratio(store, label="language", progress=False)
-    jaccard(store, type_=1, top=1000)
+    jaccard(store, type=1, top=1000)
     _show(store, echo, "Mean eta^2 of the top-10/100/1000 TNs vs the language label", load_query("tn_summary"),
           "lang, type, eta2_top10, eta2_top100, eta2_top1000, sig_eta2_gt_0_1, sig_eta2_gt_0_25")
     _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"),
@@ -56,4 +55,4 @@ def _show(store: Path, echo: Callable[[str], None], title: str, query: str, colu
     """Print a shipped query's result; `columns`/`where` trim it for the screen (the query file is unchanged)."""
     echo(f"\n== {title}")
     trimmed = f"SELECT {columns} FROM (\n{query}\n) AS result WHERE {where}"
-    echo(render(Store.open(store).sql(trimmed), "table", max_rows=20))
+    echo(render(Store.open(store, mode="r").query(trimmed), "table", max_rows=20))
