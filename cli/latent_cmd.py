@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, SplitOpt, StoreArg, WaitOpt, where_option
+from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, where_option
 
 if TYPE_CHECKING:
     from tnstore.analysis.latent import LatentResult
@@ -117,12 +117,16 @@ def centroids_cmd(
     layers: LayersOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Per layer, cosine similarity between language centroids; writes latent_centroid_cos."""
     _check(figure)
     from tnstore.analysis.latent import centroids
 
-    result = centroids(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    from tnstore.cli.parsing import scheduler as parse_scheduler
+
+    result = centroids(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait,
+                       scheduler=parse_scheduler(scheduler))
     _report(result)
     if figure is not None:
         import pyarrow.compute as pc

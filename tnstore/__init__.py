@@ -37,6 +37,7 @@ _PUBLIC = {
     "States": ("tnstore.store.store", "States"),
     "Relation": ("tnstore.store.relation", "Relation"),
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
+    "Scheduler": ("tnstore.compute.cluster", "Scheduler"),
     "detect": ("tnstore.analysis.detect", "detect"),
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
