@@ -8,7 +8,7 @@ from pathlib import Path
 from tnstore.capture.corpus import load_corpus
 from tnstore.capture.runner import CaptureSettings, check_storage_dtype, check_store_model, run_capture
 from tnstore.errors import ArgumentError
-from tnstore.models.registry import check_model_spec, load_model
+from tnstore.models.registry import check_device_map, check_model_spec, load_model
 from tnstore.store.store import Store
 
 
@@ -51,6 +51,7 @@ def capture_corpus(
     kind: str | None = None, limit: int | None = None, batch_size: int = 32, device: str = "auto",
     dtype: str = "float32", storage_dtype: str = "float16", chunk_rows: int = 256, wait_seconds: float = 0.0,
     progress: bool = False, command: str = "", ablate: str | None = None, ablate_scope: str = "last",
+    device_map: str | None = None,
 ) -> CaptureResult:
     """Capture `corpus` with `model` into `store` (created if missing, appended to otherwise).
 
@@ -59,6 +60,7 @@ def capture_corpus(
     `transfer_neurons` set_id) to deactivate during the forward pass, at the last token (`ablate_scope` "last") or
     at every position ("all"): the replay runner. `chunk_rows` rows make one Zarr chunk and the unit a resumed
     capture restarts from. Running the same call again after an interruption resumes it.
+    device_map: "auto" splits a model larger than one GPU over every GPU with accelerate (`device` stays auto).
     """
     from tnstore.capture.forward import SCOPES, Ablation
 
@@ -71,6 +73,7 @@ def capture_corpus(
     if ablate_scope not in SCOPES:
         raise ArgumentError("ablate_scope", f"{{arg}} {ablate_scope!r} is not one of {', '.join(SCOPES)}")
     check_model_spec(model, device, dtype)
+    check_device_map(device_map, device)
     sentences = load_corpus(corpus, kind=kind, limit=limit)
     store = Path(store)
     _check_writable(store)
@@ -82,7 +85,7 @@ def capture_corpus(
         if not Store.exists(store):
             raise ArgumentError("ablate", f"{{arg}} {ablate!r} needs an existing store holding that neuron set")
         ablation = Ablation(load_set(Store.open(store, mode="r"), ablate, arg="ablate"), ablate_scope)
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
     settings = CaptureSettings(
         split=split, limit=limit, batch_size=batch_size, storage_dtype=storage_dtype, command=command,
         wait_seconds=wait_seconds, progress=progress, block_rows=chunk_rows, ablation=ablation,
