@@ -42,6 +42,8 @@ _PUBLIC = {
     "stats": ("tnstore.analysis.stats", None),
     "latent": ("tnstore.analysis.latent", None),
     "queries": ("tnstore.queries", None),
+    "figures": ("tnstore.figures", None),
+    "report": ("tnstore.report", None),
     "TnstoreError": ("tnstore.errors", "TnstoreError"),
     "ArgumentError": ("tnstore.errors", "ArgumentError"),
     "SqlError": ("tnstore.errors", "SqlError"),

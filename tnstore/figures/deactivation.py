@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError
 from tnstore.figures import frames, style
 from tnstore.figures.neurons import TYPE_NAMES, _annotate, _types
 from tnstore.figures.style import Meta
@@ -26,7 +26,7 @@ def crossling(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = No
     if layers is not None:
         df = df.filter(pl.col("hidden_index").is_in(list(layers)))
         if df.is_empty():
-            raise TnstoreError("crossling_deactivation has no hidden index among --layers")
+            raise ArgumentError("layers", "crossling_deactivation has no hidden index among {arg}")
     chosen = _types(df, types, "crossling_deactivation")
     cells = [(t, i) for t in chosen for i in frames.values(df.filter(pl.col("type") == t), "hidden_index")]
     inputs = style.lang_order(df["input_lang"].to_list())

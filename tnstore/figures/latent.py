@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.figures import frames, style
 from tnstore.figures.style import Meta
 
@@ -25,8 +25,8 @@ def _indices(available: Sequence[int], layers: Sequence[int] | None, at_most: in
         return style.spread(available, at_most)
     chosen = sorted(set(layers) & set(available))
     if not chosen:
-        raise TnstoreError(f"{table} has no hidden index among --layers {','.join(map(str, layers))}; it has "
-                           f"{_span(available)}")
+        raise ArgumentError("layers", f"{table} has no hidden index among {{arg}} {','.join(map(str, layers))}; "
+                                      f"it has {_span(available)}")
     return chosen
 
 
@@ -42,8 +42,8 @@ def _filter_layers(df, layers: Sequence[int] | None, table: str, column: str = "
         return df
     kept = df.filter(pl.col(column).is_in(list(layers)))
     if kept.is_empty():
-        raise TnstoreError(f"{table} has no {column.replace('_', ' ')} among --layers "
-                           f"{','.join(map(str, layers))}; it has {_span(frames.values(df, column))}")
+        raise ArgumentError("layers", f"{table} has no {column.replace('_', ' ')} among {{arg}} "
+                                      f"{','.join(map(str, layers))}; it has {_span(frames.values(df, column))}")
     return kept
 
 

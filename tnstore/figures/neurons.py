@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.figures import frames, style
 from tnstore.figures.style import Meta
 
@@ -22,8 +22,8 @@ def _types(df, types: Sequence[int] | None, table: str) -> list[int]:
         return found
     chosen = [t for t in found if t in set(types)]
     if not chosen:
-        raise TnstoreError(f"{table} has no rows of --type {','.join(map(str, types))}; it has type "
-                           f"{', '.join(map(str, found))} (run `tnstore detect` with that --type first)")
+        raise ArgumentError("types", f"{table} has no rows of {{arg}} {','.join(map(str, types))}; it has type "
+                                     f"{', '.join(map(str, found))}")
     return chosen
 
 
@@ -100,7 +100,7 @@ def jaccard_layers(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None
     df = frames.frame(table, ["type", "top", "lang_a", "lang_b", "layer", "jaccard"], "tn_jaccard")
     df = _layer_filter(df.filter(pl.col("layer").is_not_null()), layers)
     if df.is_empty():
-        raise TnstoreError("tn_jaccard has no per-layer rows for these --layers")
+        raise ArgumentError("layers", "tn_jaccard has no per-layer rows for these {arg}")
     chosen = _types(df, types, "tn_jaccard")
     pairs = sorted({(a, b) for a, b in df.select("lang_a", "lang_b").iter_rows()},
                    key=lambda p: (style.lang_order([p[0], p[1]]), p))
@@ -262,7 +262,7 @@ def lang_neurons(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None =
 
     df = _layer_filter(frames.frame(table, ["lang", "threshold", "layer", "n_neurons"], "lang_neurons"), layers)
     if df.is_empty():
-        raise TnstoreError("lang_neurons has no rows for these --layers")
+        raise ArgumentError("layers", "lang_neurons has no rows for these {arg}")
     thresholds = frames.values(df, "threshold")
     fig, axes = style.grid(1, len(thresholds), panel=(3.6, 2.8))
     for c, threshold in enumerate(thresholds):
