@@ -185,3 +185,31 @@ def model_facts(shape: Shape, spec: str = "synthetic-8b-shaped") -> dict:
             "n_layers": shape.n_layers, "d_model": shape.d_model, "d_mlp": shape.d_mlp, "vocab_size": 32000,
             "compute_dtype": "float32", "storage_dtype": "float16", "fingerprint": "synthetic",
             "tokenizer_adds_bos": True, "bos_token": "<s>", "mlp_out_norm": None}
+
+
+# Sentences written for these tests (one short everyday sentence per language), so reports show CJK text.
+SENTENCES = {
+    "en": "The station is close to my house.",
+    "ja": "駅は私の家から近いです。",
+    "nl": "Het station is dicht bij mijn huis.",
+    "ko": "역은 우리 집에서 가깝습니다.",
+    "it": "La stazione è vicina a casa mia.",
+}
+
+
+def capture_rows(run_id: str = "run-synthetic", split: str = "train") -> dict[str, pa.Table]:
+    """A `runs` row and its `sentences` (one pair id across the five languages), as a capture would write."""
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    sentences = [{"row": i, "run_id": run_id, "lang": lang, "text": text, "pair_id": "demo:1", "split": split,
+                  "kind": "parallel", "source": "synthetic.jsonl", "source_line": 1, "n_tokens": 8 + i,
+                  "ablation": None} for i, (lang, text) in enumerate(SENTENCES.items())]
+    run = {"run_id": run_id, "command": "tnstore capture --model synthetic --corpus synthetic.jsonl",
+           "corpus": "synthetic.jsonl", "corpus_sha256": "0" * 64, "split": split, "kind": "parallel",
+           "limit_rows": None, "row_start": 0, "row_end": len(sentences), "n_sentences": len(sentences),
+           "batch_size": 8, "device": "cpu", "compute_dtype": "float32", "storage_dtype": "float16",
+           "ablation": None, "ablation_scope": None, "seconds": 1.5, "started_at": now, "finished_at": now,
+           "tnstore_version": "0.2.0"}
+    return {"sentences": conform("sentences", pa.Table.from_pylist(sentences)),
+            "runs": conform("runs", pa.Table.from_pylist([run]))}

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@style.styled
 def crossling(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None,
               types: Sequence[int] | None = None) -> "Figure":
     """A heatmap per (type, hidden index): rows = the language L1 whose set is deactivated, columns = the input

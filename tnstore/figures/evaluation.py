@@ -61,6 +61,7 @@ def f1_change(table: Any, thresholds: Sequence[float] = THRESHOLDS) -> "pl.DataF
                     pl.col("condition").replace_strict(order, default=99))
 
 
+@style.styled
 def qa_scatter(table: Any, meta: Meta = Meta()) -> "Figure":
     """Per-question MKQA F1 without (x) and with (y) each condition's neurons deactivated, coloured by
     language, a panel per condition (Fig. 7, 40-42). table: eval_qa rows (question id, lang, condition, f1)."""
@@ -96,6 +97,7 @@ def qa_scatter(table: Any, meta: Meta = Meta()) -> "Figure":
     return fig
 
 
+@style.styled
 def qa_change(table: Any, meta: Meta = Meta()) -> "Figure":
     """Mean F1 change from `none` per language and condition over questions whose plain F1 > 0.5 / > 0.8
     (Tab. 3, 24-28), a panel per threshold. table: eval_qa rows."""
@@ -136,6 +138,7 @@ def _overall(df: "pl.DataFrame") -> "pl.DataFrame":
     return overall if overall.height else df
 
 
+@style.styled
 def mc_accuracy(table: Any, meta: Meta = Meta()) -> "Figure":
     """Multiple-choice accuracy per language and condition (MMLU-ProX, Tab. 29-37).
     table: eval_mc_summary rows (lang, condition, accuracy; per subject: the overall rows)."""
@@ -147,6 +150,7 @@ def mc_accuracy(table: Any, meta: Meta = Meta()) -> "Figure":
                            "(MMLU-ProX, Tab. 29–37)", limit=1.0)
 
 
+@style.styled
 def gen_language(table: Any, meta: Meta = Meta()) -> "Figure":
     """Share of open-ended outputs in the prompt's language per language and condition (Tab. 38-41).
     table: eval_gen_metrics rows (lang, condition and a share column, or per-output detected languages)."""

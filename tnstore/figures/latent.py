@@ -47,6 +47,7 @@ def _filter_layers(df, layers: Sequence[int] | None, table: str, column: str = "
     return kept
 
 
+@style.styled
 def pca(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """PC1/PC2 scatter per hidden index, one colour per language (Fig. 2, 16, 17; deactivated: Fig. 28, 29).
 
@@ -91,6 +92,7 @@ def pca(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) ->
     return fig
 
 
+@style.styled
 def dims(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """Dimensions k reaching each σ² share per hidden index, one line per language, a panel per threshold
     (Fig. 3, 13). table: latent_dims rows of one analysis (lang, hidden_index, threshold, k, n, d, centered)."""
@@ -123,6 +125,7 @@ def dims(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -
     return fig
 
 
+@style.styled
 def centroids(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """Cosine similarity of language centroids as a heatmap per hidden index (Fig. 14, 15; deactivated:
     Fig. 26, 27, 30, 31). table: latent_centroid_cos rows (hidden_index, lang_a, lang_b, cosine, n_a)."""
@@ -175,6 +178,7 @@ def centroids(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = No
     return fig
 
 
+@style.styled
 def knn(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """Mutual k-NN alignment of en and each L2 per hidden index, a panel per k (Fig. 4, 18, 19).
     table: latent_knn rows (lang, hidden_index, k, score, n_pairs)."""
@@ -200,6 +204,7 @@ def knn(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) ->
     return fig
 
 
+@style.styled
 def similarity(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None,
                array_name: str = "hidden") -> "Figure":
     """Mean cos(en, L2) of parallel (solid) and non-parallel (dashed) pairs with ±1 std bands, a panel per L2
@@ -245,6 +250,7 @@ def similarity(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = N
     return fig
 
 
+@style.styled
 def probe(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """Cross-validated accuracy (± std over folds) of the parallel vs non-parallel probe per hidden index
     (Fig. 12). table: latent_probe rows (lang, hidden_index, accuracy, accuracy_std, n_parallel, folds)."""
@@ -274,6 +280,7 @@ def probe(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) 
     return fig
 
 
+@style.styled
 def trajectory(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """cos(T^l, P) of each language's centroid steps against its path to the middle layer (Fig. 9).
     table: latent_trajectory rows (lang, hidden_index, cos_to_path, middle, n)."""

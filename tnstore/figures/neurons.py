@@ -33,6 +33,7 @@ def _layer_filter(df, layers: Sequence[int] | None, column: str = "layer"):
     return df if layers is None else df.filter(pl.col(column).is_in(list(layers)))
 
 
+@style.styled
 def tn_layers(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None,
               types: Sequence[int] | None = None) -> "Figure":
     """How many of each language's top-n transfer neurons sit in each decoder layer, a panel per type
@@ -89,6 +90,7 @@ def _set_labels(sets) -> list[tuple[str, str, str, str]]:
     return out
 
 
+@style.styled
 def jaccard_layers(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None,
                    types: Sequence[int] | None = None) -> "Figure":
     """Jaccard index of two languages' top-n sets per decoder layer, one line per language pair, a panel per
@@ -129,6 +131,7 @@ def jaccard_layers(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None
     return fig
 
 
+@style.styled
 def jaccard_matrix(table: Any, meta: Meta = Meta(), types: Sequence[int] | None = None) -> "Figure":
     """The overall Jaccard index of every language pair's top-n sets as a matrix, a panel per type (Tab. 2,
     7-9). table: tn_jaccard rows with layer null."""
@@ -191,6 +194,7 @@ def _label_name(row: dict) -> str:
     return f"{label} label" + (f" ({spec})" if spec else "")
 
 
+@style.styled
 def tn_eta2(table: Any, meta: Meta = Meta(), types: Sequence[int] | None = None) -> "Figure":
     """Mean η² of each set's top 10 / 100 / 1000 transfer neurons against the label, a panel per type, a row per
     label (Tab. 1, 4-6, 10-12). table: queries/tn_summary.sql rows (label, label_spec, lang, type, eta2_top10,
@@ -201,6 +205,7 @@ def tn_eta2(table: Any, meta: Meta = Meta(), types: Sequence[int] | None = None)
                          reading=True)
 
 
+@style.styled
 def tn_significance(table: Any, meta: Meta = Meta(), types: Sequence[int] | None = None) -> "Figure":
     """Share of each set's transfer neurons with one-way ANOVA p < 0.05, and also η² > 0.1 / > 0.25, a panel per
     type, a row per label (Fig. 39, Tab. 13-20). table: queries/tn_summary.sql rows (sig, sig_eta2_gt_0_1,
@@ -254,6 +259,7 @@ def _summary_bars(table: Any, meta: Meta, types, columns: list[tuple[str, str]],
     return fig
 
 
+@style.styled
 def lang_neurons(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) -> "Figure":
     """Language-specific neurons: per decoder layer, how many neurons have η² above each threshold against
     "this language vs the rest", a panel per threshold (Fig. 36-38). table: queries/lang_neurons.sql rows

@@ -7,12 +7,13 @@ colour-blind-safe "muted" scheme chosen from the code, never from the order they
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -182,14 +183,16 @@ def context() -> Iterator[None]:
         yield
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend: figures are files, a command never opens a window."""
-    import matplotlib
+def styled(draw: Callable[..., "Figure"]) -> Callable[..., "Figure"]:
+    """Decorate a figure function: it runs inside `context()`, so its text gets the fonts (CJK included) and
+    sizes of every tnstore figure whoever calls it (matplotlib fixes a text's font when the text is made)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with context():
+            return draw(*args, **kwargs)
 
-    return plt
+    return drawn
 
 
 def grid(n_rows: int, n_cols: int, *, sharey: bool | str = False, sharex: bool | str = False,
