@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -134,8 +135,26 @@ def _read_jaccard(store: "Store") -> list[Group]:
     return _groups(_frame(store, "tn_jaccard"), ("top", "split", "dist", "sets_sql"))
 
 
-def _read_summary(store: "Store") -> list[Group]:
-    """queries/tn_summary.sql for every (label, label_spec, where_sql, split) run stored in tn_corr_ratio."""
+_memo: "weakref.WeakKeyDictionary[Store, dict]" = weakref.WeakKeyDictionary()
+
+
+def _cached(store: "Store", table: str, read: Callable[["Store"], Any]) -> Any:
+    """`read(store)` once per store and state of `table` (its part files): several figures and the report's key
+    tables read the same summaries."""
+    state = (table, read.__name__, tuple((f.name, f.stat().st_mtime_ns) for f in store.part_files(table)))
+    memo = _memo.setdefault(store, {})
+    if state not in memo:
+        memo[state] = read(store)
+    return memo[state]
+
+
+def read_summary(store: "Store") -> list[Group]:
+    """queries/tn_summary.sql for every (label, label_spec, where_sql, split) run stored in tn_corr_ratio, one
+    group per (split, where_sql)."""
+    return _cached(store, "tn_corr_ratio", _summaries)
+
+
+def _summaries(store: "Store") -> list[Group]:
     import polars as pl
 
     from tnstore.analysis.stats.core import params, query
@@ -246,9 +265,9 @@ def _types() -> list[FigureType]:
         FigureType("jaccard-matrix", "Jaccard overlap of the whole sets, language x language", "Tab. 2, 7–9",
                    "neurons", ("tn_jaccard",), neurons.jaccard_matrix, _read_jaccard, types=True),
         FigureType("tn-eta2", "mean η² of the top 10/100/1000 TNs against the label", "Tab. 1, 4–6, 10–12",
-                   "neurons", ("tn_corr_ratio",), neurons.tn_eta2, _read_summary, types=True),
+                   "neurons", ("tn_corr_ratio",), neurons.tn_eta2, read_summary, types=True),
         FigureType("tn-significance", "share of significant TNs (ANOVA p < 0.05, η² > 0.1 / 0.25)",
-                   "Fig. 39, Tab. 13–20", "neurons", ("tn_corr_ratio",), neurons.tn_significance, _read_summary,
+                   "Fig. 39, Tab. 13–20", "neurons", ("tn_corr_ratio",), neurons.tn_significance, read_summary,
                    types=True),
         FigureType("lang-neurons", "language-specific neurons per layer and η² threshold", "Fig. 36–38", "neurons",
                    ("lang_neurons",), neurons.lang_neurons, _read_lang_neurons, layers="layer"),

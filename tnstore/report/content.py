@@ -122,13 +122,15 @@ def _png_uri(fig) -> str:
 
 # ------------------------------------------------------------------------------------------------ tables
 def cell(value: Any) -> str:
-    """A value as table text: floats to 3 significant decimals, None as an en dash."""
+    """A value as table text: floats to 3 significant digits (whole numbers as integers), None as an en dash."""
     if value is None:
         return "–"
     if isinstance(value, float):
         if value != value:
             return "NaN"
-        return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if value.is_integer() and abs(value) < 1e9:
+            return str(int(value))
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
@@ -156,7 +158,7 @@ def _eta2_summary(store: "Store") -> Table | None:
         return None
     import polars as pl
 
-    groups = registry._read_summary(store)
+    groups = registry.read_summary(store)
     if not groups:
         return None
     df = pl.concat([g.data for g in groups], how="diagonal_relaxed")

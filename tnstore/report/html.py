@@ -30,7 +30,7 @@ def render_table(table: Table) -> Markup:
     for row in table.rows:
         cells = []
         for value in row:
-            kind = "num" if NUMBER.match(value) else ("long" if len(value) > 60 else "")
+            kind = "num" if NUMBER.match(value) else ("long" if len(value) > 40 else "")
             cells.append(f"<td class=\"{kind}\">{escape(value)}</td>" if kind else f"<td>{escape(value)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     note = f"<p class=\"note\">{escape(table.note)}</p>" if table.note else ""
