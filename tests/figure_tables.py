@@ -141,14 +141,7 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
                 out["crossling_deactivation"].append({
                     "type": type_, "input_lang": input_lang, "set_lang": set_lang, "set_id": sets[(type_, set_lang)],
                     "split": "test", "hidden_index": end, "cosine": float(cos)})
-    for lang in s.langs:
-        for layer in range(s.n_layers):
-            for neuron in range(s.d_mlp):
-                out["lang_neurons"].append({
-                    "stats_id": "gs-1", "where_sql": "ablation IS NULL", "split": "train", "lang": lang,
-                    "layer": layer, "neuron": neuron, "n": s.n_sentences * len(s.langs),
-                    "eta2": float(rng.beta(1, 8) * (1.5 if lang in ("ja", "ko") else 1)), "anova_f": 1.0,
-                    "anova_p": 0.5})
+    lang_neurons = _lang_neurons(s, rng)
     eval_conditions = ("none", sets[(1, "ja")], f"random_{sets[(1, 'ja')]}_seed42")
     for lang in L2S:
         for q in range(s.n_questions):
@@ -169,7 +162,8 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
                 out["eval_gen_metrics"].append({"prompt_id": f"p{p}", "lang": lang, "condition": condition,
                                                 "detected_lang": lang if rng.uniform() > 0.4 * condition.startswith("type")
                                                 else "en"})
-    result = {}
+    result = {"lang_neurons": lang_neurons}
+    out.pop("lang_neurons")
     known = set(table_names())
     for name, rows in out.items():
         table = pa.Table.from_pylist(rows)
@@ -177,6 +171,21 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
             table = conform(name, table)
         result[name] = table
     return result
+
+
+def _lang_neurons(s: Shape, rng: np.random.Generator) -> pa.Table:
+    """Every neuron of every layer against each language (built column-wise: 2.3M rows at the 8B shape)."""
+    per = s.n_layers * s.d_mlp
+    langs = np.repeat(np.array(s.langs, dtype=object), per)
+    scale = np.repeat(np.array([1.5 if lang in ("ja", "ko") else 1.0 for lang in s.langs]), per)
+    n = len(langs)
+    return conform("lang_neurons", pa.table({
+        "stats_id": pa.array(["gs-1"] * n), "where_sql": pa.array(["ablation IS NULL"] * n),
+        "split": pa.array(["train"] * n), "lang": pa.array(langs.tolist()),
+        "layer": np.tile(np.repeat(np.arange(s.n_layers, dtype=np.int32), s.d_mlp), len(s.langs)),
+        "neuron": np.tile(np.arange(s.d_mlp, dtype=np.int32), s.n_layers * len(s.langs)),
+        "n": np.full(n, s.n_sentences * len(s.langs), dtype=np.int64),
+        "eta2": rng.beta(1, 8, size=n) * scale, "anova_f": np.ones(n), "anova_p": np.full(n, 0.5)}))
 
 
 def model_facts(shape: Shape, spec: str = "synthetic-8b-shaped") -> dict:

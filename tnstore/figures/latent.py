@@ -75,20 +75,16 @@ def pca(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) ->
             ax.set_title(f"hidden index {index}: not computed", fontsize=7.5)
             ax.set_xticks([]), ax.set_yticks([])
             continue
-        for lang in langs:
-            mine = here.filter(pl.col("lang") == lang)
-            if mine.height:
-                ax.scatter(mine["pc1"].to_numpy(), mine["pc2"].to_numpy(), s=5, alpha=0.55, linewidths=0,
-                           color=style.lang_color(lang), label=style.lang_label(lang), rasterized=True)
+        _scatter_languages(ax, here, langs)
         style.panel_title(ax, f"hidden index {index}\nPC1 {here['evr1'][0]:.0%}, PC2 {here['evr2'][0]:.0%}", 7.5)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_xlabel("PC1", fontsize=7), ax.set_ylabel("PC2", fontsize=7)
         ax.grid(False)
     style.hide_unused(flat[len(cells):])
+    style.language_handles(fig, langs)
     style.suptitle(fig, "PCA of last-token hidden states, all languages together (Fig. 2, 16, 17)", meta,
                              frames.single(df, "split"), conditions,
                              style.describe_n(df["n"].to_list(), "sentences per layer"))
-    style.legend(fig, flat, "language", markerscale=2.5)
     return fig
 
 
@@ -307,6 +303,20 @@ def trajectory(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = N
     style.layer_label(fig, "hidden")
     style.legend(fig, [ax for row in axes for ax in row], "language")
     return fig
+
+
+def _scatter_languages(ax, df, langs: Sequence[str]) -> None:
+    """All languages' points in one scatter, in a fixed shuffled order, so no language hides the others by
+    being drawn last; each point in its language's colour."""
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    df = df.filter(df["lang"].is_in(list(langs)))
+    order = np.random.default_rng(0).permutation(df.height)
+    colors = np.array([to_rgba(style.lang_color(lang)) for lang in df["lang"].to_list()])[order]
+    size = 6 if df.height <= 2000 else 3
+    ax.scatter(df["pc1"].to_numpy()[order], df["pc2"].to_numpy()[order], s=size, c=colors, alpha=0.55,
+               linewidths=0, rasterized=True)
 
 
 def _row_titles(conditions: Sequence[str]) -> list[str] | None:

@@ -75,9 +75,10 @@ def _set_labels(sets) -> list[tuple[str, str, str, str]]:
     language apart (top, split, distance, candidate layers) where the panel holds several."""
     import polars as pl
 
-    info = sets.select("set_id", "lang", "top", "split", "dist", "layer_start", "layer_end").unique().sort("set_id")
+    info = sets.select("set_id", "lang", "top", "split", "dist", "layer_start", "layer_end").unique()
+    rank = {lang: i for i, lang in enumerate(style.lang_order(info["lang"].to_list()))}
     out, seen = [], {}
-    for row in info.iter_rows(named=True):
+    for row in sorted(info.iter_rows(named=True), key=lambda r: (rank[r["lang"]], r["set_id"])):
         same = info.filter(pl.col("lang") == row["lang"])
         label = style.lang_label(row["lang"])
         if same.height > 1:

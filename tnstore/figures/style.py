@@ -287,6 +287,15 @@ def legend(fig: "Figure", axes: Sequence["Axes"], title: str | None = None, mark
         fig.legend(handles, labels, loc="outside right upper", title=title, frameon=False, markerscale=markerscale)
 
 
+def language_handles(fig: "Figure", langs: Sequence[str], title: str = "language") -> None:
+    """A legend of language markers (for panels that draw many languages in one scatter)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=6, color=lang_color(lang),
+                      label=lang_label(lang)) for lang in langs]
+    fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
+
+
 def hide_unused(axes: Sequence["Axes"]) -> None:
     for ax in axes:
         ax.set_visible(False)
