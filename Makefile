@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-# The report's browser test (tests/unit/test_report_browser.py) opens it in Debian's chromium: installed here
+# The report's browser test (tests/tiny_models/test_report_browser.py) opens it in Debian's chromium: installed here
 # where it is missing and the machine allows (root and apt-get); elsewhere that test fails saying so.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

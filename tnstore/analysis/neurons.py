@@ -64,10 +64,7 @@ def find_set(store: Store, like: Mapping[str, object], top: int | None = None) -
     sets = store.sql(
         "SELECT set_id, lang, type, split, dist, layer_start, layer_end, top, count(*) AS n "
         "FROM transfer_neurons GROUP BY ALL ORDER BY set_id").to_pylist()
-    wanted = {k: (f"{v[0]}:{v[1]}" if k == "layers" and isinstance(v, (tuple, list, range)) and not isinstance(v, str)
-                  else str(v)) for k, v in like.items()}
-    if isinstance(like.get("layers"), range):
-        wanted["layers"] = f"{like['layers'].start}:{like['layers'].stop}"
+    wanted = {k: _like_value(k, v) for k, v in like.items()}
     if top is not None:
         wanted["top"] = str(top)
     matches = [s for s in sets if all(_matches(s, key, value) for key, value in wanted.items())]
@@ -140,6 +137,15 @@ SELECT name, origin, lang, type, layer_start, layer_end, count(*) AS n, like_set
 FROM neuron_sets GROUP BY ALL
 ORDER BY origin, name
 """
+
+
+def _like_value(key: str, value: object) -> str:
+    """A `like` value as find_set compares it: layers as "A:B" (from "A:B", (A, B) or range(A, B))."""
+    if key == "layers" and isinstance(value, range):
+        return f"{value.start}:{value.stop}"
+    if key == "layers" and isinstance(value, (tuple, list)) and len(value) == 2:
+        return f"{value[0]}:{value[1]}"
+    return str(value)
 
 
 def _matches(stored: dict, key: str, value: str) -> bool:

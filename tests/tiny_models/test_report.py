@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.cli_runner import run_cli
-from tests.unit.test_figures_cli import write_store
+from tests.tiny_models.test_figures_cli import write_store
 from tnstore.errors import ArgumentError
 from tnstore.figures import fonts
 

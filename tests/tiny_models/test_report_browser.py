@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.browser import check_pages, find_chromium
-from tests.unit.test_figures_cli import write_store
+from tests.tiny_models.test_figures_cli import write_store
 
 BROKEN = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
 <article class="analysis" data-figure="pca"><h3>no figure here</h3></article>
