@@ -149,3 +149,13 @@ def test_lang_neurons_lines_count_neurons_above_each_threshold(t):
     assert list(x) == list(range(SHAPE.n_layers))
     assert list(y) == [above[("ko", layer)] for layer in range(SHAPE.n_layers)]
     assert fig._supxlabel.get_text() == style.LAYER_AXIS
+
+
+def test_with_params_is_the_analyses_own_parameter_swap():
+    """The figures' light tnstore.queries.with_params gives the very SQL the analyses run (stats.core.query)."""
+    from tnstore.queries import with_params
+
+    for name, values in (("tn_summary", dict(label="family", label_spec="en,nl,it:ja,ko", where_sql="lang <> 'x'",
+                                             split="train")),
+                         ("lang_neurons", dict(where_sql="ablation IS NULL", split="all", thresholds=[0.1, 0.5]))):
+        assert with_params(name, **values) == query(name, params=params(**values))

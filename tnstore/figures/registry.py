@@ -157,13 +157,13 @@ def read_summary(store: "Store") -> list[Group]:
 def _summaries(store: "Store") -> list[Group]:
     import polars as pl
 
-    from tnstore.analysis.stats.core import params, query
+    from tnstore.queries import with_params
 
     runs = store.query("SELECT DISTINCT label, label_spec, where_sql, split FROM tn_corr_ratio "
                        "WHERE set_id IS NOT NULL").to_pylist()
     parts = []
     for run in runs:
-        summary = store.query(query("tn_summary", params=params(**run)))
+        summary = store.query(with_params("tn_summary", **run))
         parts.append(pl.from_arrow(summary).with_columns(
             pl.lit(run["label"]).alias("label"), pl.lit(run["label_spec"], dtype=pl.String).alias("label_spec"),
             pl.lit(run["where_sql"]).alias("where_sql"), pl.lit(run["split"]).alias("split")))
@@ -176,11 +176,11 @@ def _read_lang_neurons(store: "Store") -> list[Group]:
     """queries/lang_neurons.sql (counts above 0.1 / 0.25 / 0.5) for every (where_sql, split) stored."""
     import polars as pl
 
-    from tnstore.analysis.stats.core import params, query
+    from tnstore.queries import with_params
 
     out = []
     for run in store.query("SELECT DISTINCT where_sql, split FROM lang_neurons ORDER BY split, where_sql").to_pylist():
-        counts = store.query(query("lang_neurons", params=params(**run, thresholds=list(LANG_NEURON_THRESHOLDS))))
+        counts = store.query(with_params("lang_neurons", **run, thresholds=list(LANG_NEURON_THRESHOLDS)))
         df = pl.from_arrow(counts).with_columns(pl.lit(run["split"]).alias("split"))
         out.append(Group(df, (run["split"], run["where_sql"]), f"split {run['split']}, where_sql {run['where_sql']}"))
     return out
