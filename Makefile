@@ -40,4 +40,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_capture.py
 
 clean:
-	rm -rf demo-store
+	rm -rf demo-store demo-store-report.html

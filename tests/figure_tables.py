@@ -143,6 +143,7 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
                     "split": "test", "hidden_index": end, "cosine": float(cos)})
     lang_neurons = _lang_neurons(s, rng)
     eval_conditions = ("none", sets[(1, "ja")], f"random_{sets[(1, 'ja')]}_seed42")
+    run = {"eval_id": "qa-0123abcd", "positions": "prompt", "max_new_tokens": 10}
     for lang in L2S:
         for q in range(s.n_questions):
             f1_base = float(rng.choice([0.0, 0.5, 0.67, 1.0], p=[0.3, 0.2, 0.1, 0.4]))
@@ -150,18 +151,19 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
                 f1 = f1_base if condition == "none" else (
                     f1_base * float(rng.uniform(0.2, 1.0)) if condition.startswith("type")
                     else f1_base * float(rng.uniform(0.9, 1.0)))
-                out["eval_qa"].append({"question_id": f"q{q}", "lang": lang, "condition": condition,
-                                       "split": "test", "prediction": "東京" if lang == "ja" else "x",
-                                       "f1": f1, "em": float(f1 == 1.0)})
+                out["eval_qa"].append({**run, "example_id": f"q{q}", "lang": lang, "condition": condition,
+                                       "prediction": "東京" if lang == "ja" else "x", "f1": f1, "em": float(f1 == 1.0)})
         for condition in eval_conditions:
-            out["eval_qa_summary"].append({"lang": lang, "condition": condition, "n": s.n_questions,
-                                           "f1": 0.5, "em": 0.3})
-            out["eval_mc_summary"].append({"lang": lang, "condition": condition, "subject": None,
-                                           "accuracy": 0.4 - 0.15 * condition.startswith("type"), "n": 30})
+            out["eval_qa_summary"].append({**run, "lang": lang, "condition": condition, "n_questions": s.n_questions,
+                                           "mean_f1": 0.5, "mean_em": 0.3})
+            for subject, acc in (("*", 0.4 - 0.15 * condition.startswith("type")), ("biology", 0.9)):
+                out["eval_mc_summary"].append({"eval_id": "mc-0123abcd", "lang": lang, "condition": condition,
+                                               "subject": subject, "accuracy": acc, "n_questions": 30})
             for p in range(10):
-                out["eval_gen_metrics"].append({"prompt_id": f"p{p}", "lang": lang, "condition": condition,
-                                                "detected_lang": lang if rng.uniform() > 0.4 * condition.startswith("type")
-                                                else "en"})
+                detected = lang if rng.uniform() > 0.4 * condition.startswith("type") else "en"
+                out["eval_gen_metrics"].append({"eval_id": "generate-0123abcd", "item_id": f"p{p}", "lang": lang,
+                                                "condition": condition, "detected_lang": detected,
+                                                "in_expected_lang": detected == lang})
     result = {"lang_neurons": lang_neurons}
     out.pop("lang_neurons")
     known = set(table_names())

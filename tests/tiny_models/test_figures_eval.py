@@ -44,27 +44,27 @@ def test_qa_scatter_pairs_each_question_with_its_plain_f1(t):
     conditions = [c for c in style.condition_order({r["condition"] for r in rows}) if c != "none"]
     assert [ax.get_title().replace("_\n", "_").replace("-\n", "-") for ax in shown] == \
         [f"deactivated: {c}" for c in conditions]
-    base = {(r["question_id"], r["lang"]): r["f1"] for r in rows if r["condition"] == "none"}
+    base = {(r["example_id"], r["lang"]): r["f1"] for r in rows if r["condition"] == "none"}
     for ax, condition in zip(shown, conditions):
         drawn = scatters(ax)
         for lang in ("ja", "nl", "ko", "it"):
             offsets, color = drawn[style.lang_label(lang)]
-            want = np.array([(base[(r["question_id"], lang)], r["f1"]) for r in rows
+            want = np.array([(base[(r["example_id"], lang)], r["f1"]) for r in rows
                              if r["condition"] == condition and r["lang"] == lang])
             assert len(offsets) == len(want) == SHAPE.n_questions
             np.testing.assert_allclose(offsets, want, atol=0.0125)  # the fixed jitter
             assert color == style.lang_color(lang).lower()
     assert legend_labels(fig) == ["ja 日本語", "nl Nederlands", "ko 한국어", "it Italiano"]
-    assert "n = 25 questions per language" in suptitle(fig)
+    assert "n = 25 questions per language" in suptitle(fig) and "deactivated at prompt positions" in suptitle(fig)
 
 
 def test_f1_change_and_its_bars_follow_the_paper_rule(t):
     rows = t["eval_qa"].to_pylist()
-    base = {(r["question_id"], r["lang"]): r["f1"] for r in rows if r["condition"] == "none"}
+    base = {(r["example_id"], r["lang"]): r["f1"] for r in rows if r["condition"] == "none"}
     want = defaultdict(list)
     for r in rows:
         if r["condition"] != "none":
-            b = base[(r["question_id"], r["lang"])]
+            b = base[(r["example_id"], r["lang"])]
             for threshold in (0.5, 0.8):
                 if b > threshold:
                     want[(r["lang"], r["condition"], threshold)].append(r["f1"] - b)
@@ -96,8 +96,8 @@ def test_mc_and_generation_bars_per_language_and_condition(t):
     assert legend_labels(fig)[0] == "none" and ax.get_ylabel() == "accuracy"
     rows = t["eval_mc_summary"].to_pylist()
     assert [b.get_height() for b in ax.patches[:4]] == pytest.approx(
-        [next(r["accuracy"] for r in rows if r["lang"] == lang and r["condition"] == "none")
-         for lang in ("ja", "nl", "ko", "it")])
+        [next(r["accuracy"] for r in rows if r["lang"] == lang and r["condition"] == "none" and r["subject"] == "*")
+         for lang in ("ja", "nl", "ko", "it")])  # the all-subjects rows, not a subject's
     gen = evaluation.gen_language(t["eval_gen_metrics"])
     shares = defaultdict(list)
     for r in t["eval_gen_metrics"].to_pylist():

@@ -192,3 +192,19 @@ def test_build_refuses_a_missing_folder(built, tmp_path):
     assert err.value.arg == "out"
     assert not (tmp_path / "no").exists()
     assert isinstance(Path(built[1].path), Path)
+
+
+def test_generation_examples_show_every_condition_of_the_first_items():
+    import pyarrow as pa
+
+    from tnstore.report.content import generation_examples
+
+    rows = [{"task": "generate", "lang": lang, "item_id": f"p{i}", "item_index": i, "condition": c,
+             "prompt": f"{lang} prompt {i}", "output": "猫が好きです。\nとても" if lang == "ja" else f"out {c}"}
+            for lang in ("ko", "ja") for i in range(4) for c in ("random_x", "none", "type2_ja")]
+    table = generation_examples(pa.Table.from_pylist(rows), per_lang=2)
+    assert table.columns == ["task", "lang", "item_id", "condition", "prompt", "output"]
+    assert [(r[1], r[2], r[3]) for r in table.rows][:3] == [("ja 日本語", "p0", "none"), ("ja 日本語", "p0", "type2_ja"),
+                                                             ("ja 日本語", "p0", "random_x")]
+    assert len(table.rows) == 2 * 2 * 3 and {r[2] for r in table.rows} == {"p0", "p1"}
+    assert table.rows[0][5] == "猫が好きです。 ⏎ とても"

@@ -14,8 +14,20 @@ if TYPE_CHECKING:
     import polars as pl
     from matplotlib.figure import Figure
 
-ID_COLUMNS = ("question_id", "example_id", "qid", "item_id", "id")
+ID_COLUMNS = ("example_id", "question_id", "item_id", "qid", "id")
 THRESHOLDS = (0.5, 0.8)
+
+
+def _settings(df: "pl.DataFrame") -> str:
+    """What the title says of the run's settings: where the neurons were deactivated, how many new tokens."""
+    facts = []
+    positions = frames.single(df, "positions")
+    if positions:
+        facts.append(f"deactivated at {positions} positions")
+    tokens = frames.single(df, "max_new_tokens")
+    if tokens:
+        facts.append(f"{tokens} new tokens")
+    return ", ".join(facts)
 
 
 def _question_id(df: "pl.DataFrame", table: str) -> str:
@@ -35,7 +47,8 @@ def paired_f1(table: Any) -> "pl.DataFrame":
     if base.is_empty():
         raise TnstoreError("eval_qa has no rows of condition none (no deactivation) to compare with; run "
                            "`tnstore eval qa` with --conditions none,...")
-    other = df.filter(pl.col("condition") != PLAIN).select(qid, "lang", "condition", "f1")
+    keep = [c for c in ("positions", "max_new_tokens", "split") if c in df.columns]
+    other = df.filter(pl.col("condition") != PLAIN).select(qid, "lang", "condition", "f1", *keep)
     if other.is_empty():
         raise TnstoreError("eval_qa has only condition none; run `tnstore eval qa` with a neuron set in "
                            "--conditions to compare")
@@ -90,9 +103,10 @@ def qa_scatter(table: Any, meta: Meta = Meta()) -> "Figure":
         ax.set_ylabel("F1, deactivated")
     style.hide_unused(flat[len(conditions):])
     style.suptitle(fig, "MKQA token F1 per question, plain vs deactivated (Fig. 7, 40–42)", meta,
-                             frames.single(pairs, "split"), [PLAIN] + conditions,
-                             style.describe_n(pairs.group_by("lang", "condition").len()["len"].to_list(),
-                                              "questions per language"), "jittered ±0.012")
+                   frames.single(pairs, "split"), [PLAIN] + conditions,
+                   style.describe_n(pairs.group_by("lang", "condition").len()["len"].to_list(),
+                                    "questions per language"),
+                   ", ".join(filter(None, [_settings(pairs), "jittered ±0.012"])))
     style.legend(fig, flat, "language")
     return fig
 
@@ -122,8 +136,8 @@ def qa_change(table: Any, meta: Meta = Meta()) -> "Figure":
         ax.set_title(f"questions with plain F1 > {threshold:g}")
         if c == 0:
             ax.set_ylabel("mean F1 change from none")
-    style.suptitle(fig, "MKQA F1 change under deactivation (Tab. 3, 24–28)", meta,
-                             frames.single(change, "split"), [PLAIN] + conditions)
+    style.suptitle(fig, "MKQA F1 change under deactivation (Tab. 3, 24–28)", meta, None, [PLAIN] + conditions,
+                   extra=_settings(frames.frame(table)))
     style.legend(fig, axes[0], "deactivated")
     return fig
 
@@ -134,7 +148,7 @@ def _overall(df: "pl.DataFrame") -> "pl.DataFrame":
 
     if "subject" not in df.columns:
         return df
-    overall = df.filter(pl.col("subject").is_null() | pl.col("subject").is_in(["all", "overall", "__all__"]))
+    overall = df.filter(pl.col("subject").is_null() | pl.col("subject").is_in(["*", "all", "overall", "__all__"]))
     return overall if overall.height else df
 
 

@@ -105,8 +105,10 @@ def jaccard_layers(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None
     if df.is_empty():
         raise ArgumentError("layers", "tn_jaccard has no per-layer rows for these {arg}")
     chosen = _types(df, types, "tn_jaccard")
+    # Pairs as the paper names them (ja–it, not it–ja), in its language order.
+    rank = {lang: i for i, lang in enumerate(style.lang_order(df["lang_a"].to_list() + df["lang_b"].to_list()))}
     pairs = sorted({(a, b) for a, b in df.select("lang_a", "lang_b").iter_rows()},
-                   key=lambda p: (style.lang_order([p[0], p[1]]), p))
+                   key=lambda p: sorted((rank[p[0]], rank[p[1]])))
     fig, axes = style.grid(1, len(chosen), sharey=True, panel=(4.4, 2.9))
     for c, type_ in enumerate(chosen):
         ax = axes[0][c]
@@ -118,7 +120,8 @@ def jaccard_layers(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None
                 continue
             by_layer = dict(pair.select("layer", "jaccard").iter_rows())
             y = np.array([by_layer.get(layer, np.nan) for layer in span], dtype=float)
-            ax.plot(list(span), y, marker="o", color=style.series_color(i), label=f"{a}–{b}")
+            first, second = sorted((a, b), key=rank.get)
+            ax.plot(list(span), y, marker="o", color=style.series_color(i), label=f"{first}–{second}")
         ax.set_title(TYPE_NAMES.get(type_, f"type {type_}"))
         style.layer_axis(ax)
         if c == 0:

@@ -38,9 +38,10 @@ PRODUCERS: dict[str, str] = {
     "tn_corr_ratio": "tnstore stats corr-ratio {store} --label language",
     "lang_neurons": "tnstore stats lang-neurons {store}",
     "crossling_deactivation": "tnstore replay cross-lingual {store} --type 1 --langs ja,nl,ko,it --split test",
-    "eval_qa": "tnstore eval qa {store} --data MKQA.jsonl.gz --conditions none,SET,BASELINE",
-    "eval_mc_summary": "tnstore eval mc {store} --data MMLU_PROX.jsonl --lang ja --conditions none,SET,BASELINE",
-    "eval_gen_metrics": "tnstore eval generate {store} --prompts PROMPTS.jsonl --conditions none,SET,BASELINE",
+    "eval_qa": "tnstore eval qa {store} --data MKQA.jsonl.gz --langs ja,nl,ko,it --conditions none,SET,BASELINE",
+    "eval_mc_summary": "tnstore eval mc {store} --data MMLU_PROX_JA.jsonl --lang ja --conditions none,SET,BASELINE",
+    "eval_gen_metrics": "tnstore eval generate {store} --prompts PROMPTS.jsonl --langs ja,ko --conditions "
+                        "none,SET,BASELINE",
 }
 
 SECTIONS = {
@@ -205,7 +206,8 @@ def _read_crossling(store: "Store") -> list[Group]:
 
 
 def _read_eval(table: str) -> Callable[["Store"], list[Group]]:
-    return lambda store: _groups(_stored_or_empty(store, table), ("split",))
+    """One group per evaluation run's settings (eval_id: model, data, positions, templates, ...)."""
+    return lambda store: _groups(_stored_or_empty(store, table), ("eval_id", "split"))
 
 
 def _stored_or_empty(store: "Store", table: str) -> "pl.DataFrame":

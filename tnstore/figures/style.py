@@ -49,6 +49,7 @@ LAYER_AXIS = "decoder layer (0-based)"
 
 DPI = 110
 PANEL = (3.0, 2.4)  # inches per panel, before the legend column
+MIN_WIDTH = 6.4
 
 # Text as glyph paths in SVG and embedded TrueType/CFF glyphs in PDF: a file reads the same without the fonts.
 RC = {
@@ -156,7 +157,7 @@ def suptitle(fig: "Figure", what: str, meta: Meta, split: str | None = None, con
     if extra:
         facts.append(extra)
     # The legend takes the right-hand column; the title keeps clear of it.
-    width = chars(fig.get_figwidth() - 2 * getattr(fig, "legend_width", 1.6), RC["figure.titlesize"])
+    width = chars(fig.get_figwidth() - 1.5 * getattr(fig, "legend_width", 1.6), RC["figure.titlesize"])
     fig.suptitle(wrap(what, width) + "\n" + wrap(" · ".join(facts), width))
 
 
@@ -204,7 +205,8 @@ def grid(n_rows: int, n_cols: int, *, sharey: bool | str = False, sharex: bool |
     conditions, when a figure draws them side by side)."""
     from matplotlib.figure import Figure
 
-    width = panel[0] * n_cols + legend_width
+    # At least 6.4 inches wide: a one-panel figure still has room for its two-line title beside the legend.
+    width = max(panel[0] * n_cols + legend_width, MIN_WIDTH)
     height = panel[1] * n_rows + 0.9 + (0.25 * n_rows if row_titles else 0)
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     fig.legend_width = legend_width

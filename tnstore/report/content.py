@@ -147,7 +147,7 @@ def _key_tables(store: "Store", section: str) -> list[Table]:
     if section == "neurons":
         return [t for t in (_eta2_summary(store), *_jaccard_matrices(store)) if t is not None]
     if section == "evaluation":
-        return [t for t in (_qa_summary(store), _qa_change(store)) if t is not None]
+        return [t for t in (_qa_summary(store), _qa_change(store), _generations(store)) if t is not None]
     return []
 
 
@@ -164,7 +164,11 @@ def _eta2_summary(store: "Store") -> Table | None:
     df = pl.concat([g.data for g in groups], how="diagonal_relaxed")
     keep = [c for c in ("label", "label_spec", "split", "lang", "type", "n_tn", "eta2_top10", "eta2_top100",
                         "eta2_top1000", "sig", "sig_eta2_gt_0_1", "sig_eta2_gt_0_25", "mwu_sig") if c in df.columns]
-    df = df.select(keep).sort("label", "type", "lang")
+    from tnstore.figures import style
+
+    rank = {lang: i for i, lang in enumerate(style.lang_order(df["lang"].to_list()))}
+    df = df.select(keep).with_columns(pl.col("lang").replace_strict(rank, default=len(rank)).alias("_rank"))
+    df = df.sort("label", "type", "_rank").drop("_rank")
     return from_arrow("η² summary: mean η² of the top 10 / 100 / 1000 transfer neurons and the share with p < 0.05 "
                       "(and η² > 0.1 / 0.25)", df.to_arrow(), "queries/tn_summary.sql for every stored corr-ratio "
                       "run; reading: > 0.1 some, > 0.25 moderate, > 0.5 strong correlation.")
@@ -189,12 +193,57 @@ def _jaccard_matrices(store: "Store") -> list[Table]:
     return out
 
 
+QA_SUMMARY_COLUMNS = ("eval_id", "positions", "lang", "condition", "n_questions", "mean_em", "mean_f1",
+                      "n_base_gt_0_5", "base_f1_gt_0_5", "f1_gt_0_5", "delta_f1_gt_0_5", "n_base_gt_0_8",
+                      "base_f1_gt_0_8", "f1_gt_0_8", "delta_f1_gt_0_8")
+GENERATIONS_PER_LANG = 2
+
+
 def _qa_summary(store: "Store") -> Table | None:
     from tnstore.figures import registry
 
     if not registry.table_rows(store, "eval_qa_summary"):
         return None
-    return from_arrow("QA summary (eval_qa_summary)", store.read_table("eval_qa_summary"))
+    table = store.read_table("eval_qa_summary")
+    table = table.select([c for c in QA_SUMMARY_COLUMNS if c in table.column_names] or table.column_names)
+    return from_arrow("QA summary: mean EM and F1 per language and condition, and the change from none over "
+                      "questions with plain F1 > 0.5 / 0.8 (eval_qa_summary)", table)
+
+
+def _generations(store: "Store") -> Table | None:
+    from tnstore.figures import registry
+
+    if not registry.table_rows(store, "eval_generations"):
+        return None
+    return generation_examples(store.read_table("eval_generations"))
+
+
+def generation_examples(table: "pa.Table", per_lang: int = GENERATIONS_PER_LANG) -> Table:
+    """The first `per_lang` items of each task and language, every condition's output side by side (Tab. 38-41:
+    with Type-2 neurons off, the output language often changes)."""
+    import polars as pl
+
+    from tnstore.figures import style
+
+    df = pl.from_arrow(table)
+    keys = [c for c in ("task", "lang") if c in df.columns]
+    first = (df.select(*keys, "item_index").unique().sort(*keys, "item_index")
+             .with_columns(pl.col("item_index").rank("ordinal").over(keys).alias("_k"))
+             .filter(pl.col("_k") <= per_lang).drop("_k"))
+    picked = df.join(first, on=[*keys, "item_index"])
+    order = {c: i for i, c in enumerate(style.condition_order(picked["condition"].to_list()))}
+    langs = {lang: i for i, lang in enumerate(style.lang_order(picked["lang"].to_list()))}
+    rows = sorted(picked.iter_rows(named=True), key=lambda r: (r.get("task") or "", langs[r["lang"]],
+                                                              r["item_index"], order[r["condition"]]))
+    columns = [c for c in ("task", "lang", "item_id", "condition", "prompt", "output") if c in df.columns]
+    body = [[style.lang_label(r[c]) if c == "lang" else _short(r[c]) for c in columns] for r in rows]
+    return Table("Example generations, every condition (eval_generations)", columns, body,
+                 f"The first {per_lang} items of each task and language; long texts are cut at 200 characters.")
+
+
+def _short(value: Any, at: int = 200) -> str:
+    text = cell(value).replace("\n", " ⏎ ")
+    return text if len(text) <= at else text[:at - 1] + "…"
 
 
 def _qa_change(store: "Store") -> Table | None:
