@@ -37,6 +37,25 @@ def test_crossling_matrix_rows_are_the_deactivated_set_columns_the_input(t):
             assert matrix[sets.index(r["set_lang"]), cols.index(r["input_lang"])] == pytest.approx(r["cosine"])
 
 
+def test_crossling_defaults_to_each_set_s_last_candidate_layer():
+    """With every layer stored (--all-layers), App. I's default layer: the set's layer_end as a hidden index."""
+    from tnstore.figures.registry import _crossling, crossling_defaults
+
+    rows = [{"type": t, "input_lang": "ja", "set_lang": lang, "set_id": f"t{t}_{lang}", "split": "test",
+             "hidden_index": h, "cosine": 0.9 - 0.01 * h} for t in (1, 2) for lang in ("ja", "ko") for h in range(9)]
+    df = pl.DataFrame(rows)
+    marked = crossling_defaults(df, {"t1_ja": 5, "t1_ko": 5, "t2_ja": 8})  # t2_ko: not a stored set
+    chosen = marked.filter(pl.col("_default")).sort("type", "set_lang")
+    assert chosen.select("type", "set_lang", "hidden_index").rows() == [(1, "ja", 5), (1, "ko", 5), (2, "ja", 8),
+                                                                         (2, "ko", 8)]
+    one_layer = crossling_defaults(df.filter(pl.col("hidden_index") == 3), {"t1_ja": 5})
+    assert one_layer["_default"].all()  # a table of one layer per type is drawn at that layer
+    titles = [ax.get_title() for ax in panels(_crossling(marked))]
+    assert titles == ["Type-1 (L2 → shared)\nhidden index 5", "Type-2 (shared → L2)\nhidden index 8"]
+    picked = [ax.get_title() for ax in panels(_crossling(marked, layers=[2]))]
+    assert picked == ["Type-1 (L2 → shared)\nhidden index 2", "Type-2 (shared → L2)\nhidden index 2"]
+
+
 def test_qa_scatter_pairs_each_question_with_its_plain_f1(t):
     rows = t["eval_qa"].to_pylist()
     fig = evaluation.qa_scatter(t["eval_qa"])

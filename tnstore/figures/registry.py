@@ -188,21 +188,26 @@ def _read_lang_neurons(store: "Store") -> list[Group]:
 
 
 def _read_crossling(store: "Store") -> list[Group]:
-    """Rows at each set's last candidate layer (App. I's default: hidden index = the set's layer_end), where the
-    table holds more layers (--all-layers); --layers picks others."""
-    import polars as pl
-
     df = _stored_or_empty(store, "crossling_deactivation")
     if df.is_empty():
         return []
-    ends = _frame(store, "transfer_neurons", ["set_id", "layer_end"]).unique() if _has_rows(store, "transfer_neurons") \
-        else pl.DataFrame({"set_id": [], "layer_end": []}, schema={"set_id": pl.String, "layer_end": pl.Int32})
-    df = df.join(ends, on="set_id", how="left")
-    per_type = df.group_by("type").agg(pl.col("hidden_index").n_unique().alias("n_layers"))
-    several = set(per_type.filter(pl.col("n_layers") > 1)["type"].to_list())
-    keep = (~pl.col("type").is_in(list(several))) | (pl.col("hidden_index") == pl.col("layer_end")) \
-        | (pl.col("layer_end").is_null() & (pl.col("hidden_index") == pl.col("hidden_index").max().over("type")))
-    return [Group(df.with_columns(keep.alias("_default")))]
+    ends = {}
+    if _has_rows(store, "transfer_neurons"):
+        ends = dict(_frame(store, "transfer_neurons", ["set_id", "layer_end"]).unique().iter_rows())
+    return [Group(crossling_defaults(df, ends))]
+
+
+def crossling_defaults(df: "pl.DataFrame", layer_ends: dict[str, int]) -> "pl.DataFrame":
+    """Mark (`_default`) the rows App. I reports where the table holds more layers (--all-layers): each set's
+    last candidate layer, hidden index = the set's layer_end (Type-1: the last Type-1 layer; Type-2: the final
+    layer); for a set not in transfer_neurons, the type's last hidden index. A type stored at one layer keeps it."""
+    import polars as pl
+
+    end = pl.col("set_id").replace_strict(layer_ends, default=None, return_dtype=pl.Int64)
+    several = pl.col("hidden_index").n_unique().over("type") > 1
+    last = pl.col("hidden_index") == pl.col("hidden_index").max().over("type")
+    chosen = pl.when(end.is_not_null()).then(pl.col("hidden_index") == end).otherwise(last)
+    return df.with_columns((~several | chosen).alias("_default"))
 
 
 def _read_eval(table: str) -> Callable[["Store"], list[Group]]:
@@ -296,7 +301,7 @@ def _crossling(data: "pl.DataFrame", meta: Meta = Meta(), layers: Sequence[int] 
 
     if layers is None and "_default" in data.columns:
         data = data.filter(pl.col("_default"))
-    return deactivation.crossling(data.drop([c for c in ("_default", "layer_end") if c in data.columns]), meta,
+    return deactivation.crossling(data.drop([c for c in ("_default",) if c in data.columns]), meta,
                                   layers=layers, types=types)
 
 
