@@ -67,6 +67,12 @@ def test_bad_arguments_name_the_flag(monkeypatch, capsys, store, tmp_path, args,
     assert not (tmp_path / "figs").exists() or list((tmp_path / "figs").iterdir()) == []
 
 
+def test_all_on_a_store_without_results_is_one_line(monkeypatch, capsys, tmp_path):
+    empty = write_store(tmp_path / "empty", skip=tuple(table_names()))
+    code, out, err = run_cli(monkeypatch, capsys, "plot", empty, "all", "--out", tmp_path / "figs")
+    assert code == 2 and err.count("\n") == 1 and f"tnstore plot {empty} --list" in err
+
+
 def test_unknown_figure_and_no_name(monkeypatch, capsys, store):
     code, _, err = run_cli(monkeypatch, capsys, "plot", store, "heatmap")
     assert code == 2 and "no figure named 'heatmap'" in err and "tn-layers" in err

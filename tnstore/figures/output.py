@@ -92,7 +92,8 @@ def plot(store: "str | Path | Store", name: str, out_dir: "str | Path" = ".", fm
             continue
         written += _save_all(drawn, out_dir, fmt)
     if not written:
-        raise TnstoreError("no figure can be drawn from this store yet:\n  " + "\n  ".join(skipped))
+        raise TnstoreError(f"no figure can be drawn from store {store.path} yet; `tnstore plot {store.path} --list` "
+                           "names the command that makes each figure's table")
     return PlotResult(written, skipped)
 
 
