@@ -56,7 +56,8 @@ def _list(store: Path) -> None:
     width = max(len(r["figure"]) for r in rows)
     for r in rows:
         head = f"{r['figure']:<{width}}  {'ready  ' if r['ready'] else 'missing'}  {r['paper']:<27}"
-        tail = f"{r['tables']} ({r['rows']} rows)" if r["ready"] else f"{r['tables']}: make it with `{r['make_it_with']}`"
+        tail = (f"{r['tables']} ({r['rows']} rows)" if r["ready"]
+                else f"{r['tables']}: make it with `{r['make_it_with']}`")
         typer.echo(f"{head}  {tail}")
         typer.echo(f"{'':<{width}}  {r['shows']}")
     ready = sum(r["ready"] for r in rows)

@@ -127,7 +127,8 @@ def qa_change(table: Any, meta: Meta = Meta()) -> "Figure":
         langs = style.lang_order(here["lang"].to_list())
         series = []
         for condition in conditions:
-            by_lang = {r["lang"]: r["delta_f1"] for r in here.filter(pl.col("condition") == condition).iter_rows(named=True)}
+            mine = here.filter(pl.col("condition") == condition)
+            by_lang = {r["lang"]: r["delta_f1"] for r in mine.iter_rows(named=True)}
             series.append((condition, [by_lang.get(lang, 0.0) for lang in langs]))
         counts = {r["lang"]: r["n"] for r in here.iter_rows(named=True)}
         _grouped_bars(ax, [f"{lang}\n(n={counts.get(lang, 0)})" for lang in langs], series,

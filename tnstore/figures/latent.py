@@ -53,8 +53,6 @@ def pca(table: Any, meta: Meta = Meta(), layers: Sequence[int] | None = None) ->
 
     table: latent_pca rows of one analysis (hidden_index, lang, pc1, pc2, evr1, evr2, n; optional condition).
     layers: hidden indices to draw (default: up to 8, evenly spaced, first and last included)."""
-    import polars as pl
-
     df = frames.frame(table, ["hidden_index", "lang", "pc1", "pc2", "evr1", "evr2", "n"], "latent_pca")
     conditions = frames.conditions(df)
     at_most = PCA_PANELS if len(conditions) == 1 else 5

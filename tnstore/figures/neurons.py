@@ -205,7 +205,8 @@ def tn_eta2(table: Any, meta: Meta = Meta(), types: Sequence[int] | None = None)
     eta2_top100, eta2_top1000, n_tn); dotted lines at the readings 0.1 / 0.25 / 0.5."""
     return _summary_bars(table, meta, types, [("eta2_top10", "top 10"), ("eta2_top100", "top 100"),
                                               ("eta2_top1000", "top 1000")],
-                         "mean η²", "Correlation ratio η² of transfer neurons with the label (Tab. 1, 4–6, 10–12)",
+                         "mean η²",
+                         "Correlation ratio η² of transfer neurons with the label (Tab. 1, 4–6, 10–12)",
                          reading=True)
 
 

@@ -242,7 +242,7 @@ def table_rows(store: "Store", table: str) -> int:
 
 # ================================================================================================ the types
 def _types() -> list[FigureType]:
-    from tnstore.figures import deactivation, evaluation, latent, neurons
+    from tnstore.figures import evaluation, latent, neurons
 
     return [
         FigureType("pca", "PC1/PC2 scatter per layer, coloured by language", "Fig. 2, 16, 17, 28, 29", "latent",
