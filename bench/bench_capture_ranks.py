@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import tnstore  # noqa: F401  (before torch: OMP_WAIT_POLICY=PASSIVE, as the tnstore command has it)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "capture_ranks.jsonl"
 CORPUS = ROOT.parent / "shared" / "data" / "tatoeba" / "en-ja.parallel.train.jsonl"
@@ -59,7 +61,6 @@ def capture(store: Path, ranks: int, args, cuda: bool, cores: int) -> dict:
 
 def bare(args, cuda: bool) -> float:
     """The decoder alone over the capture's batches (rows in the run's order), on one device, all its threads."""
-    import tnstore  # noqa: F401
     import torch
 
     from tnstore.capture.corpus import load_corpus
