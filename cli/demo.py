@@ -47,7 +47,11 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
           "lang, type, eta2_top10, eta2_top100, eta2_top1000, sig_eta2_gt_0_1, sig_eta2_gt_0_25")
     _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"),
           "lang_a, lang_b, n_intersection, jaccard", "layer IS NULL")
-    echo(f"4/4 done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
+    from tnstore.eval.demo import demo_qa
+
+    echo("4/4 eval: built-in questions answered with the Type-1 set deactivated at the prompt vs none and random")
+    demo_qa(store, echo)
+    echo(f"done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM eval_qa_summary\"")
 
 
 def _show(store: Path, echo: Callable[[str], None], title: str, query: str, columns: str = "*",

@@ -113,15 +113,19 @@ class Generator:
                     results[i] = generation
         return results  # type: ignore[return-value]
 
-    def _batch(self, prompts: list[str], encoded: list[list[int]], scope: "_Scope") -> list[Generation]:
+    def pad(self, encoded: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (batch, width) input ids and attention mask on the model's device."""
         width = max(len(ids) for ids in encoded)
-        device = self.lm.device
         input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, ids in enumerate(encoded):
             input_ids[row, width - len(ids):] = torch.as_tensor(ids)
             mask[row, width - len(ids):] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
+        return input_ids.to(self.lm.device), mask.to(self.lm.device)
+
+    def _batch(self, prompts: list[str], encoded: list[list[int]], scope: "_Scope") -> list[Generation]:
+        width = max(len(ids) for ids in encoded)
+        input_ids, mask = self.pad(encoded)
         scope.start(mask)
         with torch.inference_mode():
             out = self.lm.model.generate(**self.generate_kwargs(input_ids, mask))

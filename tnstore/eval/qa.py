@@ -75,7 +75,9 @@ def qa(
     prov = runs.Provenance(lm.spec, lm.fingerprint(), str(data), questions.sha256)
     eid = runs.eval_id("qa", {
         "model": prov.model_fingerprint, "data": prov.data_sha256, "positions": positions,
-        "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings), "templates": templates,
+        "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
+        # the template as given (None: the per-language defaults), so runs over different languages share the id
+        "template": dict(template) if isinstance(template, Mapping) else template,
         "chat_template": chat_template, "keep_all": keep_all, "dtype": dtype})
     generated = resumed = 0
     with store.writing("eval qa", wait_seconds):

@@ -1,0 +1,30 @@
+"""The demo's QA step: a few built-in questions answered by the store's model with each language's top-1000
+Type-1 set deactivated at the prompt, against none and a random baseline of the same size (method §7)."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+def demo_qa_path() -> Path:
+    """The built-in QA set: 70 MKQA-format questions (capitals, colours, numbers, animals...) in en, ja, nl, ko, it."""
+    return Path(str(resources.files("tnstore.data.eval").joinpath("qa_demo.jsonl")))
+
+
+def demo_qa(store: Path, echo: Callable[[str], None], langs: Sequence[str] = ("ja", "it"), limit: int = 24,
+            top: int = 1000) -> None:
+    """For each language: draw a random baseline like its Type-1 set (seed 42), answer the first `limit` demo
+    questions under none / the Type-1 set / the baseline, and print F1 per condition."""
+    from tnstore.analysis.neurons import find_set, random_baseline
+    from tnstore.eval.qa import qa
+    from tnstore.store.store import Store
+
+    for lang in langs:
+        set_id = find_set(Store.open(store), {"type": 1, "lang": lang}, top=top)["set_id"]
+        baseline = random_baseline(store, set_id, seed=42).name
+        result = qa(store, demo_qa_path(), [lang], ["none", set_id, baseline], max_new_tokens=10, limit=limit,
+                    batch_size=12)
+        for row in result.summary_arrow.to_pylist():
+            name = "Type-1 set" if row["condition"] == set_id else "random" if row["condition"] == baseline else "none"
+            echo(f"    {lang} {name:<10} mean F1 {row['mean_f1']:.3f} over {row['n_questions']} questions")
