@@ -25,7 +25,7 @@ import tnstore  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import numpy as np
 import torch
 
-from tnstore.eval.generate import Generator, GenerationSettings
+from tnstore.eval.generation import Generator, GenerationSettings
 from tnstore.eval.mkqa import default_template, read_mkqa
 from tnstore.models.deactivation import NeuronSet
 from tnstore.models.registry import load_model

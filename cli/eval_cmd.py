@@ -30,6 +30,13 @@ def _list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _stops(text: str | None) -> list[str]:
+    """--stop: comma-separated exact strings (spaces kept); \\n and \\t stand for a line break and a tab."""
+    if not text:
+        return []
+    return [part.replace("\\n", "\n").replace("\\t", "\t") for part in text.split(",") if part]
+
+
 @eval_app.command("qa")
 def qa(
     store: StoreArg,
@@ -44,17 +51,17 @@ def qa(
                                            "the authors' \"{query}? \" + the language's answer label)."),
     chat_template: bool = typer.Option(False, "--chat-template", help="Wrap each prompt in the tokenizer's chat template."),
     keep_all: bool = typer.Option(False, "--keep-all", help="Keep long_answer and unanswerable questions."),
-    stop: Optional[str] = typer.Option(None, "--stop", help="Comma-separated stop strings."),
+    stop: Optional[str] = typer.Option(None, "--stop", help="Comma-separated stop strings, exact (\\n = line break)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt, wait: WaitOpt = 0.0,
     quiet: bool = QuietOpt,
 ) -> None:
     """MKQA zero-shot QA under each condition: eval_generations, eval_qa, eval_qa_summary."""
     from tnstore.cli.render import render
-    from tnstore.eval.qa import qa as run_qa
+    from tnstore.eval.question_answering import qa as run_qa
 
     result = run_qa(store, data, langs=_list(langs), conditions=_list(conditions), positions=positions,
                     max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size, template=template,
-                    chat_template=chat_template, keep_all=keep_all, stop_strings=_list(stop or ""), model=model,
+                    chat_template=chat_template, keep_all=keep_all, stop_strings=_stops(stop), model=model,
                     device=device, dtype=dtype, wait_seconds=wait, progress=not quiet)
     typer.echo(f"eval {result.eval_id}: {result.generated} questions answered, {result.resumed} already stored, "
                f"in {result.seconds:.1f} s (tables eval_generations, eval_qa, eval_qa_summary)")
@@ -75,7 +82,7 @@ def score(
     """Score anyone's predictions with MKQA's official normalisation (no model, no store)."""
     from tnstore.cli.parsing import choice
     from tnstore.cli.render import render
-    from tnstore.eval.qa import score as run_score
+    from tnstore.eval.question_answering import score as run_score
 
     choice(fmt, ("table", "csv", "json"), "--format")
     result = run_score(data, predictions, lang)
@@ -129,7 +136,7 @@ def generate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts per language."),
     batch_size: int = typer.Option(8, "--batch-size"),
     chat_template: bool = typer.Option(False, "--chat-template"),
-    stop: Optional[str] = typer.Option(None, "--stop", help="Comma-separated stop strings."),
+    stop: Optional[str] = typer.Option(None, "--stop", help="Comma-separated stop strings, exact (\\n = line break)."),
     model: Optional[str] = ModelOpt, device: str = DeviceOpt, dtype: str = DtypeOpt, wait: WaitOpt = 0.0,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -139,7 +146,7 @@ def generate(
 
     result = run_generate(store, prompts, langs=_list(langs), conditions=_list(conditions), positions=positions,
                           max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size,
-                          chat_template=chat_template, stop_strings=_list(stop or ""), model=model, device=device,
+                          chat_template=chat_template, stop_strings=_stops(stop), model=model, device=device,
                           dtype=dtype, wait_seconds=wait, progress=not quiet)
     typer.echo(f"eval {result.eval_id}: {result.generated} outputs generated, {result.resumed} already stored, "
                f"in {result.seconds:.1f} s (tables eval_generations, eval_gen_metrics); see one prompt's outputs "

@@ -41,6 +41,7 @@ _PUBLIC = {
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
     "latent": ("tnstore.analysis.latent", None),
+    "eval": ("tnstore.eval", None),
     "queries": ("tnstore.queries", None),
     "TnstoreError": ("tnstore.errors", "TnstoreError"),
     "ArgumentError": ("tnstore.errors", "ArgumentError"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnstore.eval.generate import SCOPES, Generator, GenerationSettings
+from tnstore.eval.generation import SCOPES, Generator, GenerationSettings
 from tnstore.models.deactivation import NeuronSet
 from tnstore.models.registry import load_model
 

@@ -62,7 +62,7 @@ def test_sample6_and_demo_sets_load():
 
 
 def test_qa_tables_and_summary(store):
-    from tnstore.eval.qa import qa
+    from tnstore.eval.question_answering import qa
 
     result = qa(store, QA, ["ja", "it"], ["none", "setA"], max_new_tokens=4, limit=20, batch_size=8)
     assert result.generated == 80 and result.resumed == 0
@@ -91,8 +91,8 @@ def test_qa_tables_and_summary(store):
 
 
 def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch):
-    from tnstore.eval import generate as gen_module
-    from tnstore.eval.qa import qa
+    from tnstore.eval import generation as gen_module
+    from tnstore.eval.question_answering import qa
 
     whole = make_store(tmp_path / "whole")
     broken = make_store(tmp_path / "broken")
@@ -121,7 +121,7 @@ def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch):
 
 
 def test_score_predictions_file(tmp_path):
-    from tnstore.eval.qa import score
+    from tnstore.eval.question_answering import score
 
     preds = tmp_path / "preds.jsonl"
     lines = [
@@ -148,7 +148,7 @@ def test_score_predictions_file(tmp_path):
 def test_loglik_matches_a_separate_forward(store):
     """Stored option log-likelihoods against log_softmax of one plain forward per option (no deactivation) and
     with the set zeroed by this test's own hook at every prompt position."""
-    from tnstore.eval.mc import LETTERS, loglik_prompt, read_mc, shots_for, template_for
+    from tnstore.eval.mmlu_prox import LETTERS, loglik_prompt, read_mc, shots_for, template_for
     from tnstore.eval.multiple_choice import mc
     from tnstore.models.registry import load_model
 
@@ -189,7 +189,7 @@ def test_loglik_matches_a_separate_forward(store):
 
 
 def test_answer_patterns_and_prompts():
-    from tnstore.eval.mc import McItem, cot_prompt, extract_letter, template_for
+    from tnstore.eval.mmlu_prox import McItem, cot_prompt, extract_letter, template_for
 
     cases = {"en": "so the answer is (C).", "ja": "よって、答えは (C) です。", "ko": "따라서 답은 (C)입니다.",
              "it": "Quindi La risposta è C.", "nl": "Dus Het antwoord is (C).", "zh": "所以答案是 (C)"}

@@ -17,7 +17,7 @@ def demo_qa(store: Path, echo: Callable[[str], None], langs: Sequence[str] = ("j
     """For each language: draw a random baseline like its Type-1 set (seed 42), answer the first `limit` demo
     questions under none / the Type-1 set / the baseline, and print F1 per condition."""
     from tnstore.analysis.neurons import find_set, random_baseline
-    from tnstore.eval.qa import qa
+    from tnstore.eval.question_answering import qa
     from tnstore.store.store import Store
 
     for lang in langs:

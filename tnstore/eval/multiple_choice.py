@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from tnstore.errors import ArgumentError
 from tnstore.eval import runs
-from tnstore.eval.mc import (LETTERS, METHODS, McItem, cot_prompt, extract_letter, loglik_prompt, option_logliks,
+from tnstore.eval.mmlu_prox import (LETTERS, METHODS, McItem, cot_prompt, extract_letter, loglik_prompt, option_logliks,
                              read_mc, shots_for, template_for)
 from tnstore.store.store import Store, open_store
 
@@ -47,8 +47,7 @@ def mc(
     `max_new_tokens`, the letter from the language's answer pattern. method loglik: the option letter with the
     highest log-likelihood (positions prompt, prompt-last or all; nothing is generated). Re-running resumes.
     """
-    from tnstore.eval.generate import Generator, GenerationSettings
-    from tnstore.eval.qa import _bar, _generation_rows
+    from tnstore.eval.generation import Generator, GenerationSettings
 
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -80,7 +79,7 @@ def mc(
     generator = Generator(lm, settings) if method == "generate" else None
     generated = resumed = 0
     with store.writing("eval mc", wait_seconds):
-        bar = _bar(progress, len(conds) * len(questions.items))
+        bar = runs.progress_bar(progress, len(conds) * len(questions.items))
         for condition in conds:
             done = runs.finished_chunks(store, "eval_mc", eid, condition, lang)
             for chunk, items in runs.chunks(questions.items):
@@ -94,7 +93,7 @@ def mc(
                     outputs = generator.run(texts, condition.neurons)
                     predicted = [extract_letter(template, g.text) for g in outputs]
                     logliks = [None] * len(items)
-                    store.write_rows("eval_generations", _generation_rows(
+                    store.write_rows("eval_generations", runs.generation_rows(
                         eid, condition, positions, lang, items, first, chunk, outputs, settings, "mmlu-prox-cot", lm,
                         prov, task="mc", ids=[item.question_id for item in items]))
                 else:

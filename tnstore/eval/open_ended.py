@@ -88,8 +88,7 @@ def generate(
 ) -> GenerateResult:
     """Generate greedily from each prompt under each condition; store outputs and their statistics. Re-running
     resumes an interrupted run."""
-    from tnstore.eval.generate import Generator, GenerationSettings
-    from tnstore.eval.qa import _bar, _generation_rows
+    from tnstore.eval.generation import Generator, GenerationSettings
     from tnstore.eval.textstats import base_lang, text_stats
 
     t0 = time.perf_counter()
@@ -114,7 +113,7 @@ def generate(
     generated = resumed = 0
     with store.writing("eval generate", wait_seconds):
         work = [(c, lang) for c in conds for lang in langs]
-        bar = _bar(progress, sum(len(items[lang]) for _, lang in work))
+        bar = runs.progress_bar(progress, sum(len(items[lang]) for _, lang in work))
         for condition, lang in work:
             done = runs.finished_chunks(store, "eval_gen_metrics", eid, condition, lang)
             for chunk, batch in runs.chunks(items[lang]):
@@ -124,7 +123,7 @@ def generate(
                     continue
                 outputs = generator.run([p.text for p in batch], condition.neurons)
                 first = chunk * runs.CHUNK
-                store.write_rows("eval_generations", _generation_rows(
+                store.write_rows("eval_generations", runs.generation_rows(
                     eid, condition, positions, lang, batch, first, chunk, outputs, settings, "{prompt}", lm, prov,
                     task="generate", ids=[p.item_id for p in batch]))
                 stats = [text_stats(g.text, lang) for g in outputs]

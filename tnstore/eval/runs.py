@@ -112,3 +112,43 @@ def check_positive(name: str, value: object) -> None:
 
 def no_store_error(path) -> TnstoreError:
     return TnstoreError(f"store {path} does not exist; eval runs on a store's model: capture into it first")
+
+
+def generation_rows(eid: str, condition: Condition, positions: str, lang: str, items: Sequence, first: int, chunk: int,
+                    outputs: Sequence, settings, template: str, lm, prov: Provenance, task: str = "qa",
+                    ids: Sequence[str] | None = None) -> pa.Table:
+    """eval_generations rows of one chunk: `outputs` (tnstore.eval.generation.Generation) of `items`, whose ids
+    are `ids` (default: each item's example_id)."""
+    n = len(items)
+    return pa.table({
+        **condition_columns(n, eid, condition, positions, lang),
+        "task": [task] * n,
+        "item_id": list(ids) if ids is not None else [item.example_id for item in items],
+        "item_index": pa.array(range(first, first + n), pa.int64()), "chunk": pa.array([chunk] * n, pa.int64()),
+        "prompt": [g.prompt for g in outputs], "output": [g.text for g in outputs],
+        "n_prompt_tokens": pa.array([g.n_prompt_tokens for g in outputs], pa.int32()),
+        "n_new_tokens": pa.array([g.n_new_tokens for g in outputs], pa.int32()),
+        "stop_reason": [g.stop_reason for g in outputs],
+        "max_new_tokens": pa.array([settings.max_new_tokens] * n, pa.int32()),
+        "stop_strings": [json.dumps(list(settings.stop_strings), ensure_ascii=False)] * n,
+        "template": [template] * n, "chat_template": [settings.chat_template] * n,
+        "batch_size": pa.array([settings.batch_size] * n, pa.int32()),
+        "compute_dtype": [str(lm.dtype).removeprefix("torch.")] * n,
+        **prov.columns(n), "created_at": pa.array([now()] * n, pa.timestamp("us", tz="UTC")),
+    })
+
+
+def progress_bar(progress: bool, total: int):
+    """A tqdm bar over `total` items on stderr, or an object with the same update/close that prints nothing."""
+    if progress:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="item", leave=False)
+
+    class _Quiet:
+        def update(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+    return _Quiet()

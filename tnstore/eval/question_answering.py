@@ -49,11 +49,11 @@ def qa(
     """Answer MKQA questions (release format) greedily under each condition and score them.
 
     langs: MKQA language codes; conditions: `none` and/or stored neuron sets; positions: prompt | prompt-last |
-    generated | all (see tnstore.eval.generate). template: "{query}" placeholder, one for every language or a dict
+    generated | all (see tnstore.eval.generation). template: "{query}" placeholder, one for every language or a dict
     per language (default: the authors' "{query}? " + label). keep_all keeps long_answer/unanswerable questions.
     Running the same call again resumes an interrupted run (stored chunks of 32 questions are kept).
     """
-    from tnstore.eval.generate import Generator, GenerationSettings
+    from tnstore.eval.generation import Generator, GenerationSettings
 
     t0 = time.perf_counter()
     if isinstance(langs, str):
@@ -82,7 +82,7 @@ def qa(
     generated = resumed = 0
     with store.writing("eval qa", wait_seconds):
         work = [(c, lang) for c in conds for lang in langs]
-        bar = _bar(progress, sum(len(questions.items[lang]) for _, lang in work))
+        bar = runs.progress_bar(progress, sum(len(questions.items[lang]) for _, lang in work))
         for condition, lang in work:
             done = runs.finished_chunks(store, "eval_qa", eid, condition, lang)
             for chunk, items in runs.chunks(questions.items[lang]):
@@ -93,7 +93,7 @@ def qa(
                 prompts = [templates[lang].format(query=item.query) for item in items]
                 outputs = generator.run(prompts, condition.neurons)
                 first = chunk * runs.CHUNK
-                store.write_rows("eval_generations", _generation_rows(
+                store.write_rows("eval_generations", runs.generation_rows(
                     eid, condition, positions, lang, items, first, chunk, outputs, settings, templates[lang], lm, prov))
                 store.write_rows("eval_qa", _qa_rows(
                     eid, condition, positions, lang, items, first, chunk, outputs, max_new_tokens, templates[lang], prov))
@@ -125,27 +125,6 @@ def _templates(template: str | Mapping[str, str] | None, langs: Sequence[str]) -
                                             "(write {{ and }} for literal braces)")
         out[lang] = text
     return out
-
-
-def _generation_rows(eid, condition, positions, lang, items: Sequence, first, chunk, outputs, settings, template, lm,
-                     prov, task: str = "qa", ids: Sequence[str] | None = None) -> pa.Table:
-    n = len(items)
-    return pa.table({
-        **runs.condition_columns(n, eid, condition, positions, lang),
-        "task": [task] * n,
-        "item_id": list(ids) if ids is not None else [item.example_id for item in items],
-        "item_index": pa.array(range(first, first + n), pa.int64()), "chunk": pa.array([chunk] * n, pa.int64()),
-        "prompt": [g.prompt for g in outputs], "output": [g.text for g in outputs],
-        "n_prompt_tokens": pa.array([g.n_prompt_tokens for g in outputs], pa.int32()),
-        "n_new_tokens": pa.array([g.n_new_tokens for g in outputs], pa.int32()),
-        "stop_reason": [g.stop_reason for g in outputs],
-        "max_new_tokens": pa.array([settings.max_new_tokens] * n, pa.int32()),
-        "stop_strings": [json.dumps(list(settings.stop_strings), ensure_ascii=False)] * n,
-        "template": [template] * n, "chat_template": [settings.chat_template] * n,
-        "batch_size": pa.array([settings.batch_size] * n, pa.int32()),
-        "compute_dtype": [str(lm.dtype).removeprefix("torch.")] * n,
-        **prov.columns(n), "created_at": pa.array([runs.now()] * n, pa.timestamp("us", tz="UTC")),
-    })
 
 
 def _qa_rows(eid, condition, positions, lang, items: Sequence[QaItem], first, chunk, outputs, max_new_tokens, template,
@@ -235,18 +214,3 @@ def score(data: str | Path, predictions: str | Path, lang: str) -> ScoreResult:
     table = pa.table({"example_id": [r[0] for r in rows], "em": [r[1] for r in rows], "f1": [r[2] for r in rows]})
     return ScoreResult(lang, table, mean(r[1] for r in rows), mean(r[2] for r in rows), len(answerable),
                        mean(r[1] for r in answerable), mean(r[2] for r in answerable), len(questions) - len(rows))
-
-
-def _bar(progress: bool, total: int):
-    if progress:
-        from tqdm import tqdm
-
-        return tqdm(total=total, unit="item", leave=False)
-
-    class _Quiet:
-        def update(self, n: int) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-    return _Quiet()
