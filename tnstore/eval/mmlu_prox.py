@@ -208,11 +208,9 @@ def extract_letter(t: McTemplate, text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def option_logliks(lm: LoadedModel, prompt: str, letters: str, neuron_set: NeuronSet | None,
-                   scope: str) -> list[float]:
-    """log p(letter | prompt) for each letter (summed over its tokens), with `neuron_set` deactivated at the prompt's
-    positions (`scope` prompt/all: every prompt position; prompt-last: the last one); the letters' own tokens are
-    never deactivated. Returns (len(letters),) floats."""
+def continuations(lm: LoadedModel, prompt: str, letters: str) -> tuple[list[int], list[list[int]]]:
+    """(prompt token ids, each letter's continuation ids); an error if the tokenizer merges a letter into the
+    prompt's last token (then the letter has no log-likelihood of its own)."""
     tok = lm.tokenizer
     base = list(tok(prompt).input_ids)
     conts = []
@@ -222,6 +220,17 @@ def option_logliks(lm: LoadedModel, prompt: str, letters: str, neuron_set: Neuro
             raise TnstoreError(f"the tokenizer of {lm.spec} merges the option letter {letter!r} into the prompt's "
                                "last token; --method loglik cannot score it, use --method generate")
         conts.append(full[len(base):])
+    return base, conts
+
+
+def option_logliks(lm: LoadedModel, prompt: str, letters: str, neuron_set: NeuronSet | None,
+                   scope: str) -> list[float]:
+    """log p(letter | prompt) for each letter (summed over its tokens), with `neuron_set` deactivated at the prompt's
+    positions (`scope` prompt/all: every prompt position; prompt-last: the last one); the letters' own tokens are
+    never deactivated. One forward when every letter is one token, else one row per letter. Returns
+    (len(letters),) floats."""
+    tok = lm.tokenizer
+    base, conts = continuations(lm, prompt, letters)
     width = len(base) + max(len(c) for c in conts)
     rows = [base + c for c in conts] if any(len(c) > 1 for c in conts) else [base]
     ids = torch.full((len(rows), width), tok.pad_token_id if tok.pad_token_id is not None else 0, dtype=torch.long)

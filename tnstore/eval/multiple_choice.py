@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from tnstore.errors import ArgumentError
 from tnstore.eval import runs
-from tnstore.eval.mmlu_prox import (LETTERS, METHODS, McItem, cot_prompt, extract_letter, loglik_prompt, option_logliks,
-                             read_mc, shots_for, template_for)
+from tnstore.eval.mmlu_prox import (LETTERS, METHODS, McItem, continuations, cot_prompt, extract_letter, loglik_prompt,
+                                   option_logliks, read_mc, shots_for, template_for)
 from tnstore.store.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ def mc(
     build = cot_prompt if method == "generate" else loglik_prompt
     prompts = [build(template, item, shots_for(item, pool, shots)) for item in questions.items]
     generator = Generator(lm, settings) if method == "generate" else None
+    if generator is None:
+        for prompt, item in zip(prompts, questions.items):  # refuse before anything is written
+            continuations(lm, prompt, LETTERS[:len(item.options)])
     generated = resumed = 0
     with store.writing("eval mc", wait_seconds):
         bar = runs.progress_bar(progress, len(conds) * len(questions.items))
