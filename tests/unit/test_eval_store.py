@@ -231,6 +231,8 @@ def test_text_statistics_from_their_definitions():
     j = text_stats("東京東京\n大阪", "ja")
     assert (j.n_units, j.n_lines, j.distinct_1) == (6, 2, 4 / 6)
     assert identify("") == ("", 0.0)
+    short = text_stats("x", "en")
+    assert short.distinct_2 is None and short.repeated_4gram_rate is None and short.distinct_1 == 1.0
     # the demo prompts are short: the identifier must still name their languages
     prompts = [json.loads(line) for line in (DATA / "open_prompts.jsonl").read_text("utf-8").splitlines()]
     hits = [identify(p[lang])[0] == lang for p in prompts for lang in ("en", "ja", "nl", "ko", "it")]

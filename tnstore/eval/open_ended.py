@@ -154,9 +154,7 @@ def generate(
 SUMMARY_SQL = """
 SELECT condition, lang, count(*) AS n_outputs, avg(in_expected_lang::DOUBLE) AS share_expected_lang,
        mode(detected_lang) AS most_detected,
-       avg(CASE WHEN isnan(distinct_1) THEN NULL ELSE distinct_1 END) AS distinct_1,
-       avg(CASE WHEN isnan(distinct_2) THEN NULL ELSE distinct_2 END) AS distinct_2,
-       avg(CASE WHEN isnan(repeated_4gram_rate) THEN NULL ELSE repeated_4gram_rate END) AS repeated_4gram_rate,
+       avg(distinct_1) AS distinct_1, avg(distinct_2) AS distinct_2, avg(repeated_4gram_rate) AS repeated_4gram_rate,
        avg(n_new_tokens) AS mean_new_tokens, avg(n_lines) AS mean_lines
 FROM eval_gen_metrics WHERE eval_id = ?
 GROUP BY condition, lang ORDER BY lang, condition = 'none' DESC, condition
@@ -165,5 +163,5 @@ GROUP BY condition, lang ORDER BY lang, condition = 'none' DESC, condition
 
 def gen_summary(store: Store, eid: str) -> pa.Table:
     """Per condition and language of one eval_id: the share of outputs in the expected language and mean statistics
-    (an output too short for a statistic, NaN, is left out of its mean)."""
+    (an output too short for a statistic has null there and is left out of its mean)."""
     return store.query(SUMMARY_SQL, [eid])

@@ -19,9 +19,9 @@ class TextStats:
     n_chars: int
     n_units: int  # characters (ja, zh, th, km) or words
     n_lines: int  # line breaks + 1; 0 for an empty output
-    distinct_1: float  # unique units / units (NaN with no units)
-    distinct_2: float  # unique unit bigrams / bigrams (NaN with fewer than 2 units)
-    repeated_4gram_rate: float  # share of 4-grams that repeat an earlier 4-gram of the same output (NaN if none)
+    distinct_1: float | None  # unique units / units (None with no units)
+    distinct_2: float | None  # unique unit bigrams / bigrams (None with fewer than 2 units)
+    repeated_4gram_rate: float | None  # share of 4-grams repeating an earlier 4-gram of the output (None if none)
 
 
 def base_lang(code: str) -> str:
@@ -50,9 +50,10 @@ def units(text: str, lang: str) -> list[str]:
     return text.lower().split()
 
 
-def distinct(seq: list[str], n: int) -> float:
+def distinct(seq: list[str], n: int) -> float | None:
+    """Unique n-grams / n-grams of `seq`; None when it has no n-gram (stored as null, never NaN)."""
     grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else float("nan")
+    return len(set(grams)) / len(grams) if grams else None
 
 
 def text_stats(text: str, expected_lang: str) -> TextStats:
@@ -61,4 +62,4 @@ def text_stats(text: str, expected_lang: str) -> TextStats:
     seq = units(text, expected_lang)
     d4 = distinct(seq, 4)
     return TextStats(detected, prob, len(text), len(seq), text.count("\n") + 1 if text else 0,
-                     distinct(seq, 1), distinct(seq, 2), 1.0 - d4 if d4 == d4 else float("nan"))
+                     distinct(seq, 1), distinct(seq, 2), None if d4 is None else 1.0 - d4)
