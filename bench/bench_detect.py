@@ -85,7 +85,7 @@ def job_reference(store: str, lang: str, layers: tuple[int, int], dtype: str, ma
 
     t0 = time.perf_counter()
     db = Store.open(store)
-    rows = db.sql("SELECT e.row AS en, l.row AS l2 FROM sentences l JOIN sentences e USING (pair_id) "
+    rows = db.query("SELECT e.row AS en, l.row AS l2 FROM sentences l JOIN sentences e USING (pair_id) "
                   "WHERE l.lang = ? AND e.lang = 'en' AND l.split = 'train' AND e.split = 'train' "
                   "AND l.ablation IS NULL AND e.ablation IS NULL ORDER BY l.row", [lang]).to_pydict()
     en_rows, l2_rows = np.array(rows["en"]), np.array(rows["l2"])
@@ -183,13 +183,13 @@ def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int,
             segment["mlp_out_scale"][start:stop] = np.ones((stop - start, n_layers), np.float32)
         pair_ids = [f"synthetic:{k % n_pairs}" for k in range(n_rows)]
         now = datetime.now(timezone.utc)
-        store.write_part("sentences", run_id, pa.table({
+        store.write_rows("sentences", pa.table({
             "row": np.arange(n_rows, dtype=np.int64), "run_id": [run_id] * n_rows,
             "lang": ["en"] * n_pairs + ["ja"] * n_pairs, "text": [f"synthetic sentence {k}" for k in range(n_rows)],
             "pair_id": pair_ids, "split": ["train"] * n_rows, "kind": ["parallel"] * n_rows,
             "source": ["synthetic"] * n_rows, "source_line": np.arange(n_rows) % n_pairs + 1,
             "n_tokens": np.full(n_rows, 12, np.int32), "ablation": pa.nulls(n_rows, pa.string())}))
-        store.write_part("runs", run_id, pa.Table.from_pylist([{
+        store.write_rows("runs", pa.Table.from_pylist([{
             "run_id": run_id, "command": "bench/bench_detect.py", "corpus": "synthetic", "corpus_sha256": "",
             "split": "train", "kind": "parallel", "limit_rows": None, "row_start": 0, "row_end": n_rows,
             "n_sentences": n_rows, "batch_size": 0, "device": "cpu", "compute_dtype": "float32",
@@ -218,7 +218,7 @@ def bench_smollm2(store: Path, repeats: int) -> dict:
     out = {"store": str(store), "model": facts["model_spec"], "n_sentences": best["n_sentences"],
            "layers": list(layers), "detect_s": best["seconds"], "detect_s_all": [r["seconds"] for r in detect_runs],
            "detect_warm_s": min(r["warm_seconds"] for r in detect_runs), "detect_peak_mib": best["peak_mib"]}
-    fast = Store.open(store).sql(
+    fast = Store.open(store).query(
         "SELECT score FROM neuron_scores WHERE analysis_id = ? ORDER BY layer, neuron",
         [f"type1_ja_train_cosine_layers{layers[0]}-{layers[1]}"]).column("score").to_numpy()
     for dtype in ("float64", "float32"):
@@ -252,7 +252,7 @@ def bench_synthetic(workdir: Path, n_pairs: int, n_layers: int, d_model: int, d_
 
         facts = Store.open(store).model_facts
         n_layers, d_model, d_mlp = facts["n_layers"], facts["d_model"], facts["d_mlp"]
-        n_pairs = Store.open(store).sql("SELECT count(*) AS n FROM sentences WHERE lang = 'ja'").column("n")[0].as_py()
+        n_pairs = Store.open(store).query("SELECT count(*) AS n FROM sentences WHERE lang = 'ja'").column("n")[0].as_py()
     disk = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     layers = (0, candidate_layers)
     detect_runs, matmul_runs = [], []

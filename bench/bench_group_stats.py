@@ -76,11 +76,11 @@ def _write_tables(store, run_id: str, start: int, n: int, langs: list[str], dtyp
     sentences = {"row": rows, "run_id": [run_id] * n, "lang": [langs[r % len(langs)] for r in rows],
                  "text": [f"s{r}" for r in rows], "split": ["train"] * n, "kind": ["parallel"] * n,
                  "source": ["bench"] * n, "source_line": rows, "n_tokens": np.full(n, 12, dtype=np.int32)}
-    store.write_part("sentences", run_id, _table(arrow_schema("sentences"), sentences, n))
+    store.write_rows("sentences", _table(arrow_schema("sentences"), sentences, n))
     now = datetime.now(timezone.utc)
     run = {"run_id": [run_id], "row_start": [start], "row_end": [start + n], "n_sentences": [n], "split": ["train"],
            "storage_dtype": [dtype], "started_at": [now], "finished_at": [now]}
-    store.write_part("runs", run_id, _table(arrow_schema("runs"), run, 1))
+    store.write_rows("runs", _table(arrow_schema("runs"), run, 1))
 
 
 def _table(schema: pa.Schema, columns: dict, n: int) -> pa.Table:
@@ -90,7 +90,7 @@ def _table(schema: pa.Schema, columns: dict, n: int) -> pa.Table:
 # ------------------------------------------------------------------------------------------------ phases
 def phase(name: str, path: Path) -> dict:
     """Run one measurement in this process; returns seconds and figures."""
-    from tnstore.analysis.stats import DEFAULT_WHERE, select_sentences
+    from tnstore.analysis.stats.core import DEFAULT_WHERE, select_sentences
     from tnstore.store.store import Store
 
     store = Store.open(path)
@@ -130,9 +130,9 @@ def _read_zarr(store, layers: int) -> float:
 
 def _sql_phase(store, sel) -> dict:
     """Everything after the pass: table, Parquet write, η²/F/p for lang-neurons and for a corr-ratio's TNs."""
-    from tnstore.analysis.stats import GroupStats, eta2_table, moments_table
-    from tnstore.analysis.stats_corr import mann_whitney_p
-    from tnstore.analysis.stats_labels import language_label
+    from tnstore.analysis.stats.core import GroupStats, eta2_table, moments_table
+    from tnstore.analysis.stats.corr import mann_whitney_p
+    from tnstore.analysis.stats.labels import language_label
     from tnstore.kernels.group_stats import GroupMoments
 
     g, layers, d = len(sel.groups), int(store.model_facts["n_layers"]), int(store.model_facts["d_mlp"])
@@ -145,10 +145,10 @@ def _sql_phase(store, sel) -> dict:
     out["table_s"], out["table_rss_mib"] = time.perf_counter() - t0, _peak_rss_mib()
     t0 = time.perf_counter()
     with store.writing("bench"):
-        store.write_part("group_stats", "gs-bench", table)
+        store.write_rows("group_stats", table)
     out["write_s"], out["write_rss_mib"] = time.perf_counter() - t0, _peak_rss_mib()
     del table, moments
-    gs = GroupStats("gs-bench", "gs-bench", sel.grouping, sel.where, None, None)
+    gs = GroupStats("gs-bench", sel.grouping, sel.where, sel.split, None, None)
     label = language_label(sel, sel.groups)
     t0 = time.perf_counter()
     every = eta2_table(store, gs, label.label_map())
@@ -275,7 +275,7 @@ def _shape_from_store(args: argparse.Namespace, path: Path) -> None:
     args.layers, args.d_mlp = int(store.model_facts["n_layers"]), int(store.model_facts["d_mlp"])
     args.dtype = str(store.model_facts["storage_dtype"])
     args.rows = store.n_rows()
-    args.langs = ",".join(store.sql("SELECT DISTINCT lang FROM sentences ORDER BY lang").column("lang").to_pylist())
+    args.langs = ",".join(store.query("SELECT DISTINCT lang FROM sentences ORDER BY lang").column("lang").to_pylist())
 
 
 def _bytes(path: Path) -> int:

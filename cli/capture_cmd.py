@@ -34,9 +34,9 @@ def capture(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Run the model once over a corpus and write last-token activations into the store."""
-    from tnstore.capture.api import capture as run_capture
+    from tnstore.capture.api import capture_corpus
 
-    result = run_capture(
+    result = capture_corpus(
         store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
         device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet,
         chunk_rows=chunk_rows, ablate=ablate, ablate_scope=ablate_scope,

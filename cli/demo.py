@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from tnstore.capture.api import capture
+from tnstore.capture.api import capture_corpus
 from tnstore.cli.render import render
 from tnstore.queries import load as load_query
 from tnstore.store.store import Store
@@ -23,7 +23,7 @@ def demo_corpus_path() -> Path:
 def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
     t0 = time.perf_counter()
     echo(f"1/4 capture: {model} over the built-in demo corpus (first use converts the model once)")
-    echo("    " + capture(store=store, corpus=demo_corpus_path(), model=model, split="train", storage_dtype="float16",
+    echo("    " + capture_corpus(store=store, corpus=demo_corpus_path(), model=model, split="train", storage_dtype="float16",
                           progress=True, command=f"tnstore demo --model {model}").describe())
     _show(store, echo, "Sentences per language", load_query("sentences_by_lang"))
 

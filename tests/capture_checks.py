@@ -82,7 +82,7 @@ def check_value_vectors(lm, store):
 
 
 def check_sentences_table(lm, store, texts):
-    table = store.sql("SELECT row, text, split, n_tokens FROM sentences ORDER BY row").to_pylist()
+    table = store.query("SELECT row, text, split, n_tokens FROM sentences ORDER BY row").to_pylist()
     assert [r["row"] for r in table] == list(range(len(texts)))
     assert [r["text"] for r in table] == texts
     assert [r["n_tokens"] for r in table] == [len(lm.tokenizer(t).input_ids) for t in texts]

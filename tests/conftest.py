@@ -32,10 +32,20 @@ def capture_into(store: Path, corpus: Path, model: str, limit: int | None = None
                  storage_dtype: str = "float32", kind: str | None = None, batch_size: int = 8) -> Path:
     from tnstore.capture.api import capture_corpus
 
-    capture_corpus(store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit,
-                   batch_size=batch_size, device="cpu", storage_dtype=storage_dtype, progress=False,
-                   block_rows=64)
+    capture_corpus(store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
+            device="cpu", storage_dtype=storage_dtype, progress=False, chunk_rows=64)
     return store
+
+
+TIERS = ("tiny_models", "real_models", "installed_cli")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test with its tier, the folder it lives in: `pytest -m tiny_models` runs the fast tier."""
+    for item in items:
+        for tier in TIERS:
+            if f"/tests/{tier}/" in str(item.fspath):
+                item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

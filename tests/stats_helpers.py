@@ -54,14 +54,14 @@ def write_run(store: Store, run_id: str, row_start: int, acts: np.ndarray, langs
     group = store.create_segment(run_id, n, {"mlp_act": acts.shape[1:]}, {"mlp_act": storage_dtype}, chunk_rows)
     group["mlp_act"][:] = acts.astype(storage_dtype)
     rows = np.arange(row_start, row_start + n, dtype=np.int64)
-    store.write_part("sentences", run_id, _table("sentences", {
+    store.write_rows("sentences", _table("sentences", {
         "row": rows, "run_id": [run_id] * n, "lang": langs, "text": [f"s{r}" for r in rows],
-        "pair_id": [f"p{r // 2}" for r in rows], "split": splits, "kind": ["parallel"] * n,
+        "pair_id": [f"p{r}" for r in rows], "split": splits, "kind": ["parallel"] * n,
         "source": ["synthetic"] * n, "source_line": rows, "n_tokens": np.full(n, 5, dtype=np.int32),
         "ablation": pa.array(ablations, pa.string()),
     }))
     now = datetime.now(timezone.utc)
-    store.write_part("runs", run_id, _table("runs", {k: [v] for k, v in {
+    store.write_rows("runs", _table("runs", {k: [v] for k, v in {
         "run_id": run_id, "command": "synthetic", "corpus": "synthetic", "corpus_sha256": "", "split": splits[0],
         "kind": "parallel", "limit_rows": None, "row_start": row_start, "row_end": row_start + n, "n_sentences": n,
         "batch_size": 1, "device": "cpu", "compute_dtype": "float32", "storage_dtype": storage_dtype,
@@ -76,9 +76,10 @@ def write_tn_set(store: Store, set_id: str, lang: str, type_: int, neurons: list
     """A transfer_neurons set as detection would write it: `neurons` in rank order (rank 1 first)."""
     k = len(neurons)
     with store.writing("test tn set"):
-        store.write_part("transfer_neurons", set_id, _table("transfer_neurons", {
+        store.write_rows("transfer_neurons", _table("transfer_neurons", {
             "set_id": [set_id] * k, "analysis_id": [f"a-{set_id}"] * k, "lang": [lang] * k, "type": [type_] * k,
-            "split": [split] * k, "dist": [dist] * k, "layer_start": [layers[0]] * k, "layer_end": [layers[1]] * k,
+            "split": [split] * k, "where_sql": ["ablation IS NULL"] * k, "dist": [dist] * k,
+            "layer_start": [layers[0]] * k, "layer_end": [layers[1]] * k,
             "top": [top or k] * k, "rank": list(range(1, k + 1)), "layer": [layer for layer, _ in neurons],
             "neuron": [neuron for _, neuron in neurons], "score": list(np.linspace(1.0, 0.0, k)),
         }))

@@ -36,7 +36,7 @@ _PUBLIC = {
     "StoreInfo": ("tnstore.store.store", "StoreInfo"),
     "States": ("tnstore.store.store", "States"),
     "Relation": ("tnstore.store.relation", "Relation"),
-    "capture": ("tnstore.capture.api", "capture"),
+    "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
     "detect": ("tnstore.analysis.detect", "detect"),
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),

@@ -8,7 +8,10 @@
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
+
+_PLACEHOLDER = re.compile(r"\{arg(?::([A-Za-z_][A-Za-z0-9_]*))?\}")
 
 
 class TnstoreError(Exception):
@@ -16,20 +19,21 @@ class TnstoreError(Exception):
 
 
 class ArgumentError(TnstoreError, ValueError):
-    """A bad value for argument `arg`. `template` holds `{arg}` where the argument's name goes.
+    """A bad value for argument `arg`. `template` holds `{arg}` where the argument's name goes, and `{arg:other}`
+    where another argument is named.
 
-    str(error) names the Python argument (`limit must be at least 1`); `rendered(flag)` lets the CLI name the
-    flag instead (`--limit must be at least 1`).
+    str(error) names the Python arguments (`limit must be at least 1`); `rendered(flag)` lets the CLI name the
+    flags instead (`--limit must be at least 1`).
     """
 
     def __init__(self, arg: str, template: str):
         self.arg = arg
-        self.template = template if "{arg}" in template else "{arg} " + template
+        self.template = template if _PLACEHOLDER.search(template) else "{arg} " + template
         super().__init__(self.rendered(lambda name: name))
 
     def rendered(self, name_of: Callable[[str], str]) -> str:
-        """The message with the argument's name spelled by `name_of` (e.g. a CLI flag)."""
-        return self.template.replace("{arg}", name_of(self.arg))
+        """The message with the arguments' names spelled by `name_of` (e.g. as CLI flags)."""
+        return _PLACEHOLDER.sub(lambda m: name_of(m.group(1) or self.arg), self.template)
 
 
 class SqlError(TnstoreError):

@@ -26,6 +26,7 @@ from tnstore.kernels.centroids import hidden_mean, shared_centroid
 from tnstore.kernels.scoring import DISTANCES, LayerTerms, score_sums, value_terms
 from tnstore.store import selection as S
 from tnstore.store.schema import SAFE_NAME
+from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ class DetectResult:
     @property
     def ranking(self) -> "pl.DataFrame":
         """The rows written to transfer_neurons (set_id, rank, layer, neuron, score, ...), rank 1 first."""
-        import polars as pl
-
-        return pl.from_arrow(self.ranking_arrow)
+        return to_polars(self.ranking_arrow)
 
 
 def default_layers(type_: int, n_layers: int) -> tuple[int, int]:
@@ -156,7 +155,7 @@ def resolve_settings(
 
 def select_rows(store: Store, settings: DetectSettings) -> Selection:
     """The sentences a detection reads (tnstore.store.selection), with one-line errors when the store lacks them."""
-    sel = S.select(store, S.Scope(settings.where, settings.split))
+    sel = S.select(store, S.Scope(settings.where, settings.split), allow_empty=True)
     scored = sel.subset((sel.lang == settings.lang) & (sel.kind != "nonparallel"))
     if len(scored) == 0:
         _explain_missing_lang(store, sel, settings)
@@ -166,9 +165,10 @@ def select_rows(store: Store, settings: DetectSettings) -> Selection:
         return Selection(scored.rows, empty, empty)
     pairs = S.pairs(sel, settings.lang, "parallel")
     if len(pairs) == 0:
-        raise TnstoreError(
-            f"split {settings.split} has no parallel en-{settings.lang} pairs; Type-1 needs them for the shared "
-            f"centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with that split")
+        raise ArgumentError(
+            "split", f"split {settings.split} has no parallel en-{settings.lang} pairs; Type-1 needs them for the "
+                     f"shared centroid (Eq. 6): capture an en-{settings.lang} parallel corpus with {{arg}} "
+                     f"{settings.split}")
     return Selection(scored.rows, pairs.en_rows, pairs.l2_rows)
 
 

@@ -35,6 +35,7 @@ from tnstore.kernels import latent as K
 from tnstore.store import selection as S
 from tnstore.store.schema import conform
 from tnstore.store.selection import Pairs, Scope
+from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -65,15 +66,11 @@ class LatentResult:
 
     @property
     def table(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.table_arrow)
+        return to_polars(self.table_arrow)
 
     @property
     def summary(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.summary_arrow)
+        return to_polars(self.summary_arrow)
 
 
 # ================================================================================================ selection
@@ -138,8 +135,10 @@ def hidden_indices(layers: "Sequence[int] | range | None", n_hidden: int) -> lis
         picked = sorted({int(v) for v in layers})
     except (TypeError, ValueError):
         raise ArgumentError("layers", f"{{arg}} {layers!r} must be a range or a list of hidden indices") from None
-    if not picked or picked[0] < 0 or picked[-1] >= n_hidden:
-        raise ArgumentError("layers", f"{{arg}} {layers!r}: hidden indices are 0..{n_hidden - 1} (0 = embeddings, "
+    bad = [v for v in picked if not 0 <= v < n_hidden]
+    if not picked or bad:
+        what = f"hidden index {bad[0]} does not exist" if bad else "no hidden index given"
+        raise ArgumentError("layers", f"{{arg}} {list(layers)}: {what} (0..{n_hidden - 1}: 0 = embeddings, "
                                       f"1..{n_hidden - 1} = layer outputs)")
     return picked
 
@@ -400,7 +399,7 @@ def probe(store: "str | Path | Store", lang: str | None = None, where: str | Non
     langs, skipped = pair_languages(sel, lang, ["parallel", "nonparallel"])
     selected = {}
     for l2 in langs:
-        by_kind = [_require_pairs(sel, l2, kind, folds, f"folds {folds}")
+        by_kind = [_require_pairs(sel, l2, kind, folds, f"{{arg:folds}} {folds}")
                    for kind in ("parallel", "nonparallel")]
         selected[l2] = _balanced(*by_kind)
     parts, shown, notes = {}, [], []

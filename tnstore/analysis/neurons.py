@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,9 @@ from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.deactivation import NeuronSet
 from tnstore.store.schema import SAFE_NAME
 from tnstore.store.store import Store, open_store
+
+if TYPE_CHECKING:
+    from tnstore.store.relation import Relation
 
 LIKE_KEYS = ("type", "lang", "split", "dist", "layers", "top", "set")
 
@@ -64,10 +67,7 @@ def find_set(store: Store, like: Mapping[str, object], top: int | None = None) -
     sets = store.sql(
         "SELECT set_id, lang, type, split, dist, layer_start, layer_end, top, count(*) AS n "
         "FROM transfer_neurons GROUP BY ALL ORDER BY set_id").to_pylist()
-    wanted = {k: (f"{v[0]}:{v[1]}" if k == "layers" and isinstance(v, (tuple, list, range)) and not isinstance(v, str)
-                  else str(v)) for k, v in like.items()}
-    if isinstance(like.get("layers"), range):
-        wanted["layers"] = f"{like['layers'].start}:{like['layers'].stop}"
+    wanted = {k: _like_value(k, v) for k, v in like.items()}
     if top is not None:
         wanted["top"] = str(top)
     matches = [s for s in sets if all(_matches(s, key, value) for key, value in wanted.items())]
@@ -109,9 +109,10 @@ def random_baseline(
     return RandomSet(name, tn["set_id"], seed, tn["layer_start"], tn["layer_end"], layers, neurons)
 
 
-def list_sets(store: "str | Path | Store") -> pa.Table:
-    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes (Arrow)."""
-    return open_store(store, mode="r").query(LIST_SQL)
+def list_sets(store: "str | Path | Store") -> "Relation":
+    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes; a lazy
+    relation (`.pl()`, `.arrow()`)."""
+    return open_store(store, mode="r").sql(LIST_SQL)
 
 
 def load_set(store: Store, name: str, arg: str = "name") -> NeuronSet:
@@ -140,6 +141,15 @@ SELECT name, origin, lang, type, layer_start, layer_end, count(*) AS n, like_set
 FROM neuron_sets GROUP BY ALL
 ORDER BY origin, name
 """
+
+
+def _like_value(key: str, value: object) -> str:
+    """A `like` value as find_set compares it: layers as "A:B" (from "A:B", (A, B) or range(A, B))."""
+    if key == "layers" and isinstance(value, range):
+        return f"{value.start}:{value.stop}"
+    if key == "layers" and isinstance(value, (tuple, list)) and len(value) == 2:
+        return f"{value[0]}:{value[1]}"
+    return str(value)
 
 
 def _matches(stored: dict, key: str, value: str) -> bool:

@@ -46,7 +46,7 @@ class CaptureResult:
                 f"({rate:.1f} sentences/s)")
 
 
-def capture(
+def capture_corpus(
     store: str | Path, corpus: str | Path, model: str = "gemma-3-270m", split: str = "train",
     kind: str | None = None, limit: int | None = None, batch_size: int = 32, device: str = "auto",
     dtype: str = "float32", storage_dtype: str = "float16", chunk_rows: int = 256, wait_seconds: float = 0.0,

@@ -73,7 +73,7 @@ def group_moments(
     rows = np.asarray(rows, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64)
     layers = [int(layer) for layer in layers]
-    d = store.segments()[0].array(array).shape[-1]
+    d = store.segments()[0].reader(array).shape[-1]
     # Layer-major while summing, so each layer's (G, D) accumulators are contiguous for the compiled loops.
     shape = (len(layers), n_groups, d)
     shift, total, total_sq = np.zeros(shape), np.zeros(shape), np.zeros(shape)

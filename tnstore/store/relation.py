@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from tnstore.errors import SqlError
+from tnstore.store.frames import to_polars
 
 
 def translate(exc: duckdb.Error) -> SqlError:
@@ -59,9 +60,7 @@ class Relation:
 
     def pl(self):
         """The result as a polars DataFrame."""
-        import polars as pl
-
-        return pl.from_arrow(self.arrow())
+        return to_polars(self.arrow())
 
     def df(self):
         """The result as a pandas DataFrame."""
@@ -73,15 +72,15 @@ class Relation:
 
     def scalar(self) -> Any:
         """The first column of the first row (None for an empty result)."""
-        row = guarded(self._rel.fetchone)()
-        return None if row is None else row[0]
+        rows = guarded(lambda: self._rel.limit(1).fetchall())()
+        return rows[0][0] if rows else None
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._rel, name)
         return guarded(value) if callable(value) else value
 
     def __len__(self) -> int:
-        return int(guarded(lambda: self._rel.aggregate("count(*)").fetchone()[0])())
+        return int(guarded(lambda: self._rel.aggregate("count(*)").fetchall()[0][0])())
 
     def __repr__(self) -> str:
         try:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pyarrow as pa
 
-from tnstore.errors import ArgumentError, SqlError, TnstoreError
+from tnstore.errors import ArgumentError, SqlError
 
 if TYPE_CHECKING:
     from tnstore.store.store import Store
@@ -93,18 +93,22 @@ class Selection:
                          "ablation": self.ablation.tolist()})
 
 
-def select(store: "Store", scope: Scope) -> Selection:
-    """The sentences `scope` picks, duplicates collapsed (rule 1). Refuses invalid SQL and an empty selection."""
+def select(store: "Store", scope: Scope, allow_empty: bool = False) -> Selection:
+    """The sentences `scope` picks, duplicates collapsed (rule 1). Refuses invalid SQL, and an empty selection
+    unless `allow_empty` (for callers that explain it better)."""
     table = store.read_table("sentences", list(COLUMNS))
     col = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
     rows = col["row"].astype(np.int64)
     mask = _predicate_mask(store, scope, col, rows)
     if scope.split != ALL_SPLITS:
         mask &= col["split"] == scope.split
-    if not mask.any():
+    if not mask.any() and not allow_empty:
         splits = sorted(set(col["split"].tolist()))
-        raise TnstoreError(f"{scope.describe()} selects no sentences (splits in the store: "
-                           f"{', '.join(splits) or 'none'}); loosen where or pick another split")
+        if scope.split != ALL_SPLITS and scope.split not in splits:
+            raise ArgumentError("split", f"{{arg}} {scope.split}: the store has no sentences of that split (splits "
+                                         f"in the store: {', '.join(splits) or 'none'}); pass another {{arg}}")
+        raise ArgumentError("where", f"{{arg}} {scope.where!r} selects no sentences of split {scope.split} (the "
+                                     f"store has {len(rows)}); loosen {{arg}} or pick another {{arg:split}}")
     picked = {name: values[mask] for name, values in col.items()}
     keep = _first_of_each_sentence(picked)
     order = np.argsort(picked["row"][keep], kind="stable")

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from tnstore.compute.f16 import widen_f16
 from tnstore.errors import ArgumentError, ReadOnlyError, TnstoreError
 from tnstore.store.chunks import ChunkReader
+from tnstore.store.frames import to_polars
 from tnstore.store.lock import writer_lock
 from tnstore.store.schema import FORMAT_VERSION, arrow_schema, conform, part_name, table_names, table_spec
 
@@ -119,9 +120,7 @@ class States:
 
     def rows_frame(self):
         """The rows as a polars DataFrame."""
-        import polars as pl
-
-        return pl.from_arrow(self.rows)
+        return to_polars(self.rows)
 
 
 class Store:
@@ -132,9 +131,11 @@ class Store:
         self.manifest = manifest
         self.mode = mode
         self._segments: list[Segment] | None = None
+        self._segments_stamp = -1
         self._model_readers: dict[str, ChunkReader | zarr.Array] = {}  # written once per store, never replaced
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
+        self._view_stamps: dict[str, int] = {}  # table -> mtime_ns of its folder when its view was made
         self._writing = False
 
     # ---------------------------------------------------------------- opening
@@ -150,7 +151,7 @@ class Store:
         """
         if mode not in MODES:
             raise ArgumentError("mode", f"{{arg}} {mode!r} is not one of {', '.join(MODES)}")
-        path = Path(path)
+        path = Path(path).absolute()  # a notebook may change its working directory later
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             what = "does not exist" if not path.exists() else "is not a tnstore store (no tnstore.json)"
@@ -173,7 +174,7 @@ class Store:
     @classmethod
     def create(cls, path: str | Path, model_facts: dict[str, Any]) -> "Store":
         """Create an empty store for one model. The manifest is written last, so a crash leaves no store."""
-        path = Path(path)
+        path = Path(path).absolute()
         if cls.exists(path):
             raise TnstoreError(f"store {path} already exists")
         # Leftovers of a create that crashed before its manifest (empty skeleton folders) do not count.
@@ -287,21 +288,33 @@ class Store:
     # ---------------------------------------------------------------- SQL
     @property
     def connection(self) -> "duckdb.DuckDBPyConnection":
-        """This store's DuckDB connection: every table a view of the same name, made once, refreshed after this
-        Store's own writes (`refresh()` picks up another process's)."""
+        """This store's DuckDB connection: every table a view of the same name, made once and remade only for
+        tables whose parts changed since (by this or any other writer: a part write renames a file into the
+        table's folder, which moves the folder's mtime; checking costs one stat per table)."""
         with self._con_lock:
             if self._con is None:
                 import duckdb
 
                 from tnstore.compute.parallel import workers
 
-                con = duckdb.connect(config={"threads": workers()})
-                for table in table_names():
-                    self._create_view(con, table)
-                self._con = con
+                self._con = duckdb.connect(config={"threads": workers()})
+                self._view_stamps = {}
+            for table in table_names():
+                if self._view_stamps.get(table) != self._stamp(table):
+                    self._create_view(self._con, table)
             return self._con
 
+    def _stamp(self, table: str) -> int:
+        """When a table's part listing last changed (-1: no folder yet); sentences also follow runs."""
+        def mtime(name: str) -> int:
+            try:
+                return os.stat(self._table_dir(name)).st_mtime_ns
+            except FileNotFoundError:
+                return -1
+        return mtime(table) if table != "sentences" else hash((mtime("sentences"), mtime("runs")))
+
     def _create_view(self, con: "duckdb.DuckDBPyConnection", table: str) -> None:
+        self._view_stamps[table] = self._stamp(table)
         files = self.part_files(table)
         if files:
             listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
@@ -320,12 +333,9 @@ class Store:
             self._segments = None
 
     def refresh(self) -> None:
-        """Re-read the store's part listings (after another process wrote to it)."""
+        """Forget cached listings of runs and parts (views are also remade on their own when parts change)."""
         self._segments = None
-        if self._con is not None:
-            with self._con_lock:
-                for table in table_names():
-                    self._create_view(self._con, table)
+        self._view_stamps = {}
 
     def sql(self, query: str, params: Sequence[Any] | None = None,
             tables: Mapping[str, pa.Table] | None = None) -> "Relation | None":
@@ -405,8 +415,10 @@ class Store:
 
     # ---------------------------------------------------------------- tensors
     def segments(self) -> list[Segment]:
-        """Segments of finished runs, in row order."""
-        if self._segments is None:
+        """Segments of finished runs, in row order (re-listed when a run was added since)."""
+        stamp = self._stamp("runs")
+        if self._segments is None or self._segments_stamp != stamp:
+            self._segments_stamp = stamp
             runs = self.read_table("runs", ["run_id", "row_start", "row_end"]).to_pylist()
             runs.sort(key=lambda r: r["row_start"])
             self._segments = [

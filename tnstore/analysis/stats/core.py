@@ -69,7 +69,7 @@ def select_sentences(store: Store, grouping: str, where: str | None, split: str 
         raise ArgumentError(grouping_arg, f"{{arg}} {grouping!r} is NULL for every sentence {sel.scope.describe()} "
                                           "selects; it must give each sentence its group")
     sel, codes = sel.subset(keep), codes[keep]
-    S.check_one_condition(sel, by=codes, what="group")
+    S.check_one_condition(sel, by=np.asarray(groups, dtype=object)[codes], what="group")
     return Selection(grouping, sel.scope.where, sel.scope.split, sel.rows, codes,
                      [g for g in groups])
 
@@ -222,7 +222,7 @@ def analysis_connection(store: Store, gs: GroupStats, neurons: pa.Table | None =
     # A cursor sees the store's views; its temporary view `group_stats` shadows the stored table for it alone.
     con = store.connection.cursor()
     try:
-        source = "main.group_stats"
+        source = f"{store_catalog(con)}.main.group_stats"  # the stored table, not the temporary view made below
         if gs.table is not None:
             con.register("_fresh_group_stats", gs.table)
             source = "_fresh_group_stats"
@@ -236,6 +236,11 @@ def analysis_connection(store: Store, gs: GroupStats, neurons: pa.Table | None =
         yield con
     finally:
         con.close()
+
+
+def store_catalog(con: duckdb.DuckDBPyConnection) -> str:
+    """The store views' database: `main.x` inside a temporary view would name the temporary schema itself."""
+    return con.execute("SELECT current_database()").fetchall()[0][0]
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, bindings: dict[str, Any] | None = None) -> pa.Table:

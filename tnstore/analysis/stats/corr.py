@@ -23,6 +23,7 @@ from tnstore.analysis.stats.labels import (
     PAPER_FAMILIES, Label, check_families, family_label, grouping_for, language_label, sql_label,
 )
 from tnstore.errors import ArgumentError, SqlError, TnstoreError
+from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -47,9 +48,7 @@ class CorrRatioResult:
 
     @property
     def summary(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.summary_arrow)
+        return to_polars(self.summary_arrow)
 
 
 def corr_ratio(store: "str | Path | Store", label: str = "language",
@@ -73,7 +72,7 @@ def corr_ratio(store: "str | Path | Store", label: str = "language",
     if tns.num_rows == 0 and not all_neurons:
         raise ArgumentError("all_neurons", "no transfer-neuron sets" + (f" match sets {sets!r}" if sets else
                                                                         " in the store")
-                            + "; run `tnstore detect` first, or use {arg}")
+                            + "; run `tnstore detect` first, or pass {arg}")
     sel = select_sentences(store, grouping, where, split)
     lab = _build_label(label, sel, families, label_sql, tns, all_neurons)
     tns = _with_label_ids(tns, lab)

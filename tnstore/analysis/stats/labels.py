@@ -50,10 +50,11 @@ def grouping_for(kind: str, label_sql: str | None) -> str:
         raise ArgumentError("label", f"{{arg}} {kind!r} is not one of {', '.join(LABEL_KINDS)}")
     if kind == "sql":
         if not label_sql or not label_sql.strip():
-            raise ArgumentError("label_sql", "label sql needs {arg}, a SQL expression over sentences giving each group")
+            raise ArgumentError("label_sql", "{arg:label} sql needs {arg}, a SQL expression over sentences giving "
+                                             "each group")
         return label_sql
     if label_sql:
-        raise ArgumentError("label_sql", f"{{arg}} is only used with label sql, not label {kind}")
+        raise ArgumentError("label_sql", f"{{arg}} is only used with {{arg:label}} sql, not {{arg:label}} {kind}")
     return "lang"
 
 

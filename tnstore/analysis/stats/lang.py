@@ -12,6 +12,7 @@ from tnstore.analysis.stats.core import (
 )
 from tnstore.analysis.stats.labels import language_label
 from tnstore.errors import ArgumentError
+from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -33,9 +34,7 @@ class LangNeuronsResult:
 
     @property
     def counts(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.counts_arrow)
+        return to_polars(self.counts_arrow)
 
 
 def check_thresholds(thresholds: Sequence[float]) -> list[float]:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Iterator
 import duckdb
 import pyarrow as pa
 
-from tnstore.analysis.stats.core import params, query, run_sql
+from tnstore.analysis.stats.core import store_catalog, params, query, run_sql
 from tnstore.errors import ArgumentError, TnstoreError
+from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -28,15 +29,11 @@ class JaccardResult:
 
     @property
     def overall(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.overall_arrow)
+        return to_polars(self.overall_arrow)
 
     @property
     def by_layer(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.by_layer_arrow)
+        return to_polars(self.by_layer_arrow)
 
 
 def jaccard(store: "str | Path | Store", type: int, top: int = 1000, sets: str | None = None) -> JaccardResult:
@@ -67,8 +64,8 @@ def _connection(store: Store, sets: str | None) -> Iterator[duckdb.DuckDBPyConne
     try:
         if sets:
             try:
-                con.execute(f"CREATE TEMP VIEW transfer_neurons AS SELECT * FROM main.transfer_neurons "
-                            f"WHERE ({sets})")
+                con.execute(f"CREATE TEMP VIEW transfer_neurons AS SELECT * FROM "
+                            f"{store_catalog(con)}.main.transfer_neurons WHERE ({sets})")
                 con.execute("SELECT count(*) FROM transfer_neurons").fetchall()
             except duckdb.Error as exc:
                 reason = str(exc).strip().splitlines()[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import run_cli
-from tests.unit.test_eval_store import SAMPLE6, make_store
+from tests.tiny_models.test_eval_store import SAMPLE6, make_store
 from tnstore.store.store import Store
 
 DATA = Path(str(resources.files("tnstore.data.eval")))

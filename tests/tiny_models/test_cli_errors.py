@@ -121,39 +121,50 @@ def test_unsupported_architecture_is_refused_by_name(tmp_path, monkeypatch, caps
 
 @contextmanager
 def read_only(path: Path):
-    """Make `path` read-only: a read-only bind mount as root (root ignores permission bits), chmod otherwise."""
-    if os.geteuid() == 0:
-        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
-        try:
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
-            yield
-        finally:
-            subprocess.run(["umount", str(path)], check=True)
-    else:
-        mode = path.stat().st_mode
-        path.chmod(0o555)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
+    """`path` without write permission bits (restored after). Root ignores them unless it runs without
+    CAP_DAC_OVERRIDE, which `cli_without_override` takes away from its child alone: nothing on the host changes."""
+    mode = path.stat().st_mode
+    path.chmod(0o555)
+    try:
+        yield
+    finally:
+        path.chmod(mode)
 
 
-def test_read_only_store_is_refused(tmp_path, monkeypatch, capsys):
+def _drop_dac_override() -> None:
+    """In the child, before exec: drop CAP_DAC_OVERRIDE from the bounding set, so the program run as root is
+    bound by permission bits (prctl PR_CAPBSET_DROP = 24, CAP_DAC_OVERRIDE = 1)."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(24, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE) failed")
+
+
+def cli_without_override(*args: str) -> tuple[int, str, str]:
+    """`tnstore ARGS` in a child process that permission bits bind (root included)."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tnstore.cli.app", *args], capture_output=True, text=True,
+                          preexec_fn=_drop_dac_override if os.geteuid() == 0 else None)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_read_only_store_is_refused(tmp_path):
     store = capture_into(tmp_path / "s", PAIRS, "tiny-llama", limit=2)
     before = tree_digest(store)
     with read_only(store):
-        code, _, err = run_cli(monkeypatch, capsys, "capture", "--model", "tiny-llama", "--corpus", str(PAIRS),
-                               "--store", str(store), "--limit", "3", "--quiet")
+        code, _, err = cli_without_override("capture", "--model", "tiny-llama", "--corpus", str(PAIRS),
+                                            "--store", str(store), "--limit", "3", "--quiet")
     assert_one_line_error(code, err, "not writable")
     assert tree_digest(store) == before
 
 
-def test_store_path_that_cannot_be_created_is_refused(tmp_path, monkeypatch, capsys):
+def test_store_path_that_cannot_be_created_is_refused(tmp_path):
     parent = tmp_path / "ro"
     parent.mkdir()
     with read_only(parent):
-        code, _, err = run_cli(monkeypatch, capsys, "capture", "--model", "tiny-llama", "--corpus", str(PAIRS),
-                               "--store", str(parent / "new"), "--limit", "3", "--quiet")
+        code, _, err = cli_without_override("capture", "--model", "tiny-llama", "--corpus", str(PAIRS),
+                                            "--store", str(parent / "new"), "--limit", "3", "--quiet")
     assert_one_line_error(code, err, "not writable")
     assert not (parent / "new").exists()
 

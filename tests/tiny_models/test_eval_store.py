@@ -11,13 +11,14 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tests.unit.test_eval_scoring import slow_em, slow_f1
+from tests.conftest import SHARED
+from tests.tiny_models.test_eval_scoring import slow_em, slow_f1
 from tnstore.eval import runs
 from tnstore.store.store import Store
 
 DATA = Path(str(resources.files("tnstore.data.eval")))
 QA = DATA / "qa_demo.jsonl"
-SAMPLE6 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mkqa" / "mkqa.sample6.jsonl.gz"
+SAMPLE6 = SHARED / "data" / "mkqa" / "mkqa.sample6.jsonl.gz"
 
 
 def make_store(path: Path, spec: str = "tiny-llama") -> Path:

@@ -14,7 +14,7 @@ from tests.cli_runner import run_cli
 from tests.stats_helpers import (
     eta2_reference, random_neurons, raw_activations, write_synthetic_store, write_tn_set,
 )
-from tnstore.analysis.stats import DEFAULT_WHERE, compute_group_stats, eta2_table, query, select_sentences
+from tnstore.analysis.stats.core import DEFAULT_WHERE, compute_group_stats, eta2_table, query, select_sentences
 from tnstore.store.store import Store
 
 LANGS = ["en", "ja", "nl", "ko", "it"]
@@ -45,7 +45,7 @@ def synth(tmp_path_factory):
 
 
 def _rows(path, sql: str, params: list) -> list[dict]:
-    return Store.open(path).sql(sql, params).to_pylist()
+    return Store.open(path).query(sql, params).to_pylist()
 
 
 def _check_row(row: dict, x: np.ndarray, groups: np.ndarray, positive: str | None) -> None:
@@ -99,13 +99,18 @@ def test_family_label_leaves_other_languages_out(synth, capsys, monkeypatch):
 def test_sql_label_with_three_groups_and_where(synth, capsys, monkeypatch):
     path, acts, langs, default = synth
     expr = "CASE WHEN lang IN ('ja', 'ko') THEN 'cjk' WHEN lang = 'en' THEN 'en' WHEN lang <> 'de' THEN 'eu' END"
-    where = "split = 'train' AND row % 2 = 0"  # replaces the default, which also drops ablation replays
+    mixed = "split = 'train' AND row % 2 = 0"  # replaces the default, so it keeps the ablation replays: refused
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "sql", "--label-sql", expr,
+                           "--where", mixed, "--sets", "type = 1")
+    assert code == 2 and "several ablations" in err and err.startswith("error: --where") and err.count("\n") == 1
+    where = mixed + " AND ablation IS NULL"
     code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "sql", "--label-sql", expr,
                            "--where", where, "--sets", "type = 1")
     assert code == 0, err
     rows = _rows(path, "SELECT * FROM tn_corr_ratio WHERE label = 'sql' AND where_sql = ?", [where])
     assert len(rows) == 56 and {r["set_id"] for r in rows} == {"ja-t1", "nl-t1", "ko-t1", "it-t1"}
-    picked = (np.arange(len(langs)) % 2 == 0) & (np.arange(len(langs)) % 9 != 0)  # train, replays included
+    index = np.arange(len(langs))
+    picked = (index % 2 == 0) & (index % 9 != 0) & (index % 13 != 5)  # train, even rows, no replays
     mapping = {"ja": "cjk", "ko": "cjk", "en": "en", "nl": "eu", "it": "eu"}
     groups = np.array([mapping.get(lang) for lang in langs[picked]], dtype=object)
     for row in rows:
@@ -114,11 +119,13 @@ def test_sql_label_with_three_groups_and_where(synth, capsys, monkeypatch):
 
 def test_all_neurons_adds_every_neuron_for_every_language(synth, capsys, monkeypatch):
     path, acts, langs, default = synth
-    where = "split = 'test' OR lang = 'de'"
-    splits = np.where(np.arange(len(langs)) % 9 == 0, "test", "train")
-    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--all-neurons", "--where", where)
+    where = "(split = 'test' OR lang = 'de') AND ablation IS NULL"
+    index = np.arange(len(langs))
+    splits = np.where(index % 9 == 0, "test", "train")
+    code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--all-neurons", "--where", where,
+                           "--split", "all")
     assert code == 0, err
-    picked = (splits == "test") | (langs == "de")
+    picked = ((splits == "test") | (langs == "de")) & (index % 13 != 5)
     every = _rows(path, "SELECT * FROM tn_corr_ratio WHERE where_sql = ? AND set_id IS NULL "
                         "ORDER BY lang, layer, neuron", [where])
     present = sorted(set(langs[picked]))

@@ -41,7 +41,7 @@ def test_jaccard_equals_set_arithmetic(tn_store, top, capsys, monkeypatch):
     code, out, err = run_cli(monkeypatch, capsys, "stats", "jaccard", path, "--type", 1, "--top", top, "--by-layer")
     assert code == 0, err
     assert "per layer" in out and "ja-ko" in out
-    rows = Store.open(path).sql("SELECT * FROM tn_jaccard WHERE top = ?", [top]).to_pylist()
+    rows = Store.open(path).query("SELECT * FROM tn_jaccard WHERE top = ?", [top]).to_pylist()
     pairs = [("cosine", f"{a}-t1", f"{b}-t1") for a, b in itertools.combinations(["it", "ja", "ko", "nl"], 2)]
     if top <= 12:  # the euclidean sets hold only a top 12
         pairs.append(("euclidean", "ja-euc", "ko-euc"))
@@ -66,7 +66,7 @@ def test_bigger_set_is_used_when_the_smaller_is_too_short(tn_store, capsys, monk
     code, _, err = run_cli(monkeypatch, capsys, "stats", "jaccard", path, "--type", 1, "--top", 12,
                            "--sets", "set_id IN ('ja-big', 'nl-t1')")
     assert code == 0, err
-    (row,) = Store.open(path).sql("SELECT * FROM tn_jaccard WHERE top = 12 AND layer IS NULL AND "
+    (row,) = Store.open(path).query("SELECT * FROM tn_jaccard WHERE top = 12 AND layer IS NULL AND "
                                   "sets_sql IS NOT NULL").to_pylist()
     assert (row["set_a"], row["set_b"]) == ("ja-big", "nl-t1")
     assert row["jaccard"] == pytest.approx(_expected(sets["ja-big"], sets["nl-t1"], 12, None)[3])
@@ -76,8 +76,8 @@ def test_rerun_replaces_its_part(tn_store, capsys, monkeypatch):
     path, _ = tn_store
     for _ in range(2):
         assert run_cli(monkeypatch, capsys, "stats", "jaccard", path, "--type", 1, "--top", 3)[0] == 0
-    n = Store.open(path).sql("SELECT count(*) AS n FROM tn_jaccard WHERE top = 3").column("n")[0].as_py()
-    assert n == len({(r["set_a"], r["set_b"], r["layer"]) for r in Store.open(path).sql(
+    n = Store.open(path).query("SELECT count(*) AS n FROM tn_jaccard WHERE top = 3").column("n")[0].as_py()
+    assert n == len({(r["set_a"], r["set_b"], r["layer"]) for r in Store.open(path).query(
         "SELECT * FROM tn_jaccard WHERE top = 3").to_pylist()})
 
 

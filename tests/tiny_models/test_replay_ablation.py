@@ -27,7 +27,7 @@ def replay_store(tmp_path_factory):
     rows = [{"name": "handpicked", "origin": "test", "like_set_id": None, "lang": None, "type": None, "seed": None, "layer_start": 1,
              "layer_end": 3, "layer": l, "neuron": n} for l, ns in ABLATED.items() for n in ns]
     with store.writing("test"):
-        store.write_part("neuron_sets", "handpicked", pa.Table.from_pylist(rows))
+        store.write_rows("neuron_sets", pa.Table.from_pylist(rows))
     capture_corpus(**common, ablate="handpicked", ablate_scope="last")
     capture_corpus(**common, ablate="handpicked", ablate_scope="all")
     return Store.open(path)
@@ -35,12 +35,12 @@ def replay_store(tmp_path_factory):
 
 def _rows(store: Store, ablation: str | None, scope: str | None = None) -> np.ndarray:
     where = "s.ablation IS NULL" if ablation is None else f"s.ablation = '{ablation}' AND r.ablation_scope = '{scope}'"
-    table = store.sql(f"SELECT s.row FROM sentences s JOIN runs r USING (run_id) WHERE {where} ORDER BY s.row")
+    table = store.query(f"SELECT s.row FROM sentences s JOIN runs r USING (run_id) WHERE {where} ORDER BY s.row")
     return table.column("row").to_numpy()
 
 
 def test_replay_appends_runs_marked_with_the_set(replay_store):
-    runs = replay_store.sql("SELECT ablation, ablation_scope, n_sentences FROM runs ORDER BY row_start").to_pylist()
+    runs = replay_store.query("SELECT ablation, ablation_scope, n_sentences FROM runs ORDER BY row_start").to_pylist()
     assert runs == [
         {"ablation": None, "ablation_scope": None, "n_sentences": 12},
         {"ablation": "handpicked", "ablation_scope": "last", "n_sentences": 12},
@@ -70,7 +70,7 @@ def test_ablated_neurons_are_zero_and_the_rest_follows_from_them(replay_store, s
 def test_last_scope_matches_an_independent_last_position_ablation(replay_store):
     """Reference: run the model with a hook written here that zeroes the same alphas at the final position."""
     rows = _rows(replay_store, "handpicked", "last")
-    texts = replay_store.sql(f"SELECT text FROM sentences WHERE row IN ({', '.join(map(str, rows))}) ORDER BY row")
+    texts = replay_store.query(f"SELECT text FROM sentences WHERE row IN ({', '.join(map(str, rows))}) ORDER BY row")
     lm = load_model("tiny-gemma3")
     layers = lm.adapter.layers(lm.model)
     stored = replay_store.read_rows("hidden", rows)
@@ -102,6 +102,6 @@ def test_all_scope_differs_from_last_scope(replay_store):
 def test_unknown_set_and_scope_are_refused(replay_store):
     with pytest.raises(TnstoreError, match="no neuron set"):
         capture_corpus(store=replay_store.path, corpus=CORPUS, model="tiny-gemma3", limit=2, ablate="nope", progress=False)
-    with pytest.raises(TnstoreError, match="--ablate-scope"):
+    with pytest.raises(TnstoreError, match="ablate_scope"):
         capture_corpus(store=replay_store.path, corpus=CORPUS, model="tiny-gemma3", limit=2, ablate="handpicked",
                        ablate_scope="middle", progress=False)

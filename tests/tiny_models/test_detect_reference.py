@@ -72,7 +72,7 @@ def test_every_score_matches_the_reference(store_copy, model, type_, dist):
     for layers in (default_layers(type_, n_layers), (0, n_layers)):
         result = detect(store.path, type=type_, lang="ja", top=10, layers=layers, dist=dist, max_rows=24)
         analysis_id = result.settings.analysis_id
-        fast = store.sql("SELECT layer, neuron, score FROM neuron_scores WHERE analysis_id = ? ORDER BY layer, neuron",
+        fast = store.query("SELECT layer, neuron, score FROM neuron_scores WHERE analysis_id = ? ORDER BY layer, neuron",
                          [analysis_id])
         expected = reference_scores(store, type_, "ja", range(*layers), dist)
         assert fast.num_rows == expected.size
@@ -87,7 +87,7 @@ def test_every_score_matches_the_reference(store_copy, model, type_, dist):
 def test_stored_centroids_are_eq5_and_eq6(store_copy, type_):
     store = store_copy("tiny-gemma3")
     detect(store.path, type=type_, lang="ja", top=5, layers=(0, 4))
-    rows = store.sql("SELECT * FROM centroids ORDER BY layer").to_pylist()
+    rows = store.query("SELECT * FROM centroids ORDER BY layer").to_pylist()
     sentences = store.read_table("sentences").to_pylist()
     ja = [s["row"] for s in sentences if s["lang"] == "ja"]
     en = [s["row"] for s in sentences if s["lang"] == "en"]

@@ -58,10 +58,10 @@ def test_fast_and_slow_top1000_agree_on_smollm2(smollm2_store):
     layers = range(result.settings.layer_start, result.settings.layer_end)
     assert (layers.start, layers.stop) == (0, 19)  # round(30 * 20 / 32) = 19 of smollm2's 30 layers
     slow = slow_type1_scores(store, layers)
-    fast = store.sql("SELECT score FROM neuron_scores ORDER BY layer, neuron").column("score").to_numpy()
+    fast = store.query("SELECT score FROM neuron_scores ORDER BY layer, neuron").column("score").to_numpy()
     assert np.abs(fast - slow.ravel()).max() < 1e-5
     slow_top = set(np.argsort(-slow.ravel(), kind="stable")[:TOP].tolist())
-    ranked = store.sql("SELECT layer, neuron FROM transfer_neurons ORDER BY rank").to_pylist()
+    ranked = store.query("SELECT layer, neuron FROM transfer_neurons ORDER BY rank").to_pylist()
     fast_top = {(r["layer"] - layers.start) * slow.shape[1] + r["neuron"] for r in ranked}
     assert len(fast_top) == TOP
     assert len(fast_top & slow_top) >= 995

@@ -67,7 +67,7 @@ def test_kill_9_then_same_command_resumes_to_identical_arrays(tmp_path):
     for name in PER_SENTENCE_ARRAYS:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     sentences = "SELECT row, lang, text, pair_id FROM sentences ORDER BY row"
-    assert Store.open(killed).sql(sentences).equals(Store.open(clean).sql(sentences))
+    assert Store.open(killed).query(sentences).equals(Store.open(clean).query(sentences))
 
 
 def test_second_writer_refuses_while_first_runs(tmp_path):
@@ -91,7 +91,7 @@ def test_append_keeps_earlier_rows_and_numbers_new_ones_after_them(tmp_path, tin
     after = _all_arrays(store)
     for name in PER_SENTENCE_ARRAYS:
         np.testing.assert_array_equal(after[name][:20], before[name])
-    counts = Store.open(store).sql("SELECT split, min(row) AS lo, max(row) AS hi FROM sentences GROUP BY split ORDER BY lo")
+    counts = Store.open(store).query("SELECT split, min(row) AS lo, max(row) AS hi FROM sentences GROUP BY split ORDER BY lo")
     assert counts.to_pylist() == [{"split": "train", "lo": 0, "hi": 19}, {"split": "test", "lo": 20, "hi": 29}]
 
 
@@ -138,6 +138,6 @@ def test_storage_dtype_is_what_is_written(tmp_path, storage_dtype):
     store = capture_into(tmp_path / "s", TATOEBA / "en-nl.parallel.train.jsonl", "tiny-qwen2", limit=3,
                          storage_dtype=storage_dtype)
     segment = Store.open(store).segments()[0]
-    assert str(segment.array("mlp_act").dtype) == storage_dtype
-    assert str(segment.array("mlp_out_scale").dtype) == "float32"
+    assert str(segment.reader("mlp_act").dtype) == storage_dtype
+    assert str(segment.reader("mlp_out_scale").dtype) == "float32"
     assert os.path.isdir(store / "model" / "weights.zarr")

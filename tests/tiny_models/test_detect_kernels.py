@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tnstore.analysis.detect import default_layers, parse_layers
-from tnstore.analysis.neuron_sets import draw_random, parse_like
+from tnstore.analysis.detect import default_layers, layer_span
+from tnstore.analysis.neurons import draw_random
+from tnstore.cli.parsing import layer_range, like as parse_like
+from tnstore.errors import ArgumentError
 from tnstore.errors import TnstoreError
 from tnstore.kernels.centroids import stream_mean
 from tnstore.kernels.scoring import cosine_gain, euclidean_gain, layer_terms, score_sums
@@ -83,12 +85,18 @@ def test_default_layers_scale_the_papers_split(n_layers, boundary):
     assert default_layers(2, n_layers) == (boundary, n_layers)
 
 
-def test_parse_layers():
-    assert parse_layers("19:30", 30) == (19, 30)
-    assert parse_layers(" 0 : 4 ", 4) == (0, 4)
-    for bad in ("19-30", "a:b", "5:5", "6:5", "0:31", ":3", "-1:3"):
+def test_layer_ranges_from_the_cli_and_the_library():
+    assert layer_range("19:30") == range(19, 30) and layer_range(" 0 : 4 ") == range(0, 4)
+    assert layer_range(None) is None
+    for bad in ("19-30", "a:b", ":3", "-1:3"):
         with pytest.raises(TnstoreError, match="--layers"):
-            parse_layers(bad, 30)
+            layer_range(bad)
+    assert layer_span(range(19, 30), 1, 30) == (19, 30) and layer_span((0, 4), 1, 4) == (0, 4)
+    assert layer_span(None, 2, 30) == (19, 30)
+    for bad in (range(5, 5), range(6, 5), range(0, 31), range(0, 10, 2), (0, 31), "0:4", [0, 4]):
+        with pytest.raises(ArgumentError, match="^layers") as caught:
+            layer_span(bad, 1, 30)
+        assert caught.value.rendered(lambda a: "--" + a).startswith("--layers")
 
 
 def test_draw_random_properties():

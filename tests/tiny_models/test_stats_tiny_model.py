@@ -30,7 +30,7 @@ def captured(tiny_store_factory, tmp_path_factory):
     for lang in L2:
         write_tn_set(store, f"{lang}-t1", lang, 1, random_neurons(rng, 40, (0, 3), d_mlp), layers=(0, 3))
         write_tn_set(store, f"{lang}-t2", lang, 2, random_neurons(rng, 30, (3, n_layers), d_mlp), layers=(3, n_layers))
-    langs = np.array(store.sql("SELECT lang FROM sentences ORDER BY row").column("lang").to_pylist())
+    langs = np.array(store.query("SELECT lang FROM sentences ORDER BY row").column("lang").to_pylist())
     return path, raw_activations(path), langs
 
 
@@ -54,7 +54,7 @@ def test_language_label_on_captured_activations(captured, capsys, monkeypatch):
     code, out, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "language")
     assert code == 0, err
     assert "en=160 it=40 ja=40 ko=40 nl=40" in out
-    rows = Store.open(path).sql("SELECT * FROM tn_corr_ratio WHERE label = 'language'").to_pylist()
+    rows = Store.open(path).query("SELECT * FROM tn_corr_ratio WHERE label = 'language'").to_pylist()
     assert len(rows) == 4 * 70
     _check(rows, acts, lambda row: np.where(langs == row["lang"], row["lang"], "rest").astype(object))
 
@@ -64,7 +64,7 @@ def test_family_label_on_captured_activations(captured, capsys, monkeypatch):
     code, _, err = run_cli(monkeypatch, capsys, "stats", "corr-ratio", path, "--label", "family",
                            "--family", "en,nl,it:ja,ko")
     assert code == 0, err
-    rows = Store.open(path).sql("SELECT * FROM tn_corr_ratio WHERE label = 'family'").to_pylist()
+    rows = Store.open(path).query("SELECT * FROM tn_corr_ratio WHERE label = 'family'").to_pylist()
     assert len(rows) == 4 * 70
     family = np.where(np.isin(langs, ["en", "nl", "it"]), "en,nl,it", "ja,ko").astype(object)
     _check(rows, acts, lambda row: family)
@@ -78,7 +78,7 @@ def test_lang_neurons_on_captured_activations(captured, capsys, monkeypatch):
     n, n_layers, d_mlp = acts.shape
     x = acts.reshape(n, -1)
     for lang in ("en",) + L2:
-        rows = store.sql("SELECT eta2, anova_p FROM lang_neurons WHERE lang = ? ORDER BY layer, neuron", [lang])
+        rows = store.query("SELECT eta2, anova_p FROM lang_neurons WHERE lang = ? ORDER BY layer, neuron", [lang])
         labels = np.where(langs == lang, lang, "rest")
         np.testing.assert_allclose(rows.column("eta2").to_numpy(), eta2_reference(x, labels), rtol=RTOL)
         p = sps.f_oneway(x[labels == lang], x[labels != lang], axis=0).pvalue

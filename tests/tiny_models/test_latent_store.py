@@ -14,7 +14,7 @@ import zarr
 from sklearn.decomposition import PCA
 
 from tests.conftest import MKQA, TATOEBA, capture_into
-from tests.unit.test_latent_kernels import _cos, _dims_reference, _mutual_knn_reference, _probe_reference
+from tests.tiny_models.test_latent_kernels import _cos, _dims_reference, _mutual_knn_reference, _probe_reference
 from tests.cli_runner import run_cli
 from tnstore.analysis import latent
 from tnstore.capture.api import capture_corpus
@@ -40,9 +40,9 @@ def store_path(tmp_path_factory) -> Path:
                 "layer_start": 0, "layer_end": 4, "layer": layer, "neuron": n}
                for layer in range(4) for n in (1, 7, 30)]
     with store.writing("test"):
-        store.write_part("neuron_sets", ABLATION, pa.Table.from_pylist(neurons))
+        store.write_rows("neuron_sets", pa.Table.from_pylist(neurons))
     capture_corpus(store=path, corpus=NONPARALLEL, model="tiny-llama", kind="nonparallel", limit=LIMIT,
-                   device="cpu", storage_dtype="float32", progress=False, ablate=ABLATION, block_rows=64)
+                   device="cpu", storage_dtype="float32", progress=False, ablate=ABLATION, chunk_rows=64)
     return path
 
 
@@ -132,7 +132,7 @@ def test_dims_match_the_svd_definition(store_path, center):
 
 
 def test_centroid_cosines_match_loops(store_path):
-    result = latent.centroids(store_path, layers="0,2,4")
+    result = latent.centroids(store_path, layers=[0, 2, 4])
     hidden = raw(store_path, "hidden")
     groups = default_groups(store_path)
     table = stored(store_path, "latent_centroid_cos", result.analysis_ids[0])
@@ -164,8 +164,8 @@ def test_similarity_of_parallel_and_nonparallel_pairs(store_path):
     assert len(table) == 2 * (N_HIDDEN + N_HIDDEN - 1)  # no activations at the embeddings
     for r in table:
         pairs = pair_rows(store_path, "ja", r["kind"])
-        layer = r["hidden_index"] if r["array"] == "hidden" else r["hidden_index"] - 1
-        cos = [_cos(arrays[r["array"]][e, layer], arrays[r["array"]][j, layer]) for e, j in pairs]
+        layer = r["hidden_index"] if r["array_name"] == "hidden" else r["hidden_index"] - 1
+        cos = [_cos(arrays[r["array_name"]][e, layer], arrays[r["array_name"]][j, layer]) for e, j in pairs]
         assert r["n_pairs"] == len(pairs) == LIMIT
         assert r["mean_cos"] == pytest.approx(np.mean(cos), abs=1e-12)
         assert r["std_cos"] == pytest.approx(np.std(cos), abs=1e-12)
@@ -174,15 +174,15 @@ def test_similarity_of_parallel_and_nonparallel_pairs(store_path):
 def test_similarity_with_the_l2_side_deactivated(store_path):
     where = "lang = 'en' AND ablation IS NULL OR lang = 'ja' AND kind = 'nonparallel' AND ablation = 'handpicked' " \
             "OR lang = 'ja' AND kind = 'parallel' AND ablation IS NULL"
-    result = latent.similarity(store_path, lang="ja", where=where, layers="4")
+    result = latent.similarity(store_path, lang="ja", where=where, layers=[4])
     keep = lambda s: (s["ablation"] is None) != (s["lang"] == "ja" and s["kind"] == "nonparallel")  # noqa: E731
     pairs = pair_rows(store_path, "ja", "nonparallel", keep)
     assert len(pairs) == LIMIT and all(j >= 5 * LIMIT + 2 * LIMIT + 5 * 8 for _, j in pairs)  # the replayed rows
     hidden = raw(store_path, "hidden")
-    got = {(r["array"], r["kind"]): r["mean_cos"] for r in result.table.to_pylist()}
+    got = {(r["array_name"], r["kind"]): r["mean_cos"] for r in result.table_arrow.to_pylist()}
     expected = np.mean([_cos(hidden[e, 4], hidden[j, 4]) for e, j in pairs])
     assert got[("hidden", "nonparallel")] == pytest.approx(expected, abs=1e-12)
-    assert result.table.column("where_sql")[0].as_py() == where
+    assert result.table_arrow.column("where_sql")[0].as_py() == where
 
 
 def test_a_pair_side_from_two_ablations_is_refused(store_path):
@@ -193,11 +193,11 @@ def test_a_pair_side_from_two_ablations_is_refused(store_path):
 
 
 def test_probe_matches_a_hand_written_cross_validation(store_path):
-    result = latent.probe(store_path, lang="ja", folds=4, seed=1, layers="0,3")
+    result = latent.probe(store_path, lang="ja", folds=4, seed=1, layers=[0, 3])
     hidden = raw(store_path, "hidden")
     pairs = {kind: pair_rows(store_path, "ja", kind) for kind in ("parallel", "nonparallel")}
     labels = np.repeat([1, 0], LIMIT)
-    for r in result.table.to_pylist():
+    for r in result.table_arrow.to_pylist():
         features = np.array([np.concatenate([hidden[e, r["hidden_index"]], hidden[j, r["hidden_index"]]])
                              for kind in ("parallel", "nonparallel") for e, j in pairs[kind]])
         ref = _probe_reference(features, labels, 4, 1)
@@ -210,7 +210,7 @@ def test_trajectory_matches_the_definition(store_path):
     result = latent.trajectory(store_path, lang="ko", middle=4)
     rows = default_groups(store_path)["ko"]
     c = raw(store_path, "hidden")[rows].mean(axis=0)  # (L + 1, d) centroids
-    got = result.table.to_pylist()
+    got = result.table_arrow.to_pylist()
     assert [r["hidden_index"] for r in got] == [2, 3, 4]
     for r in got:
         step = c[r["hidden_index"]] - c[r["hidden_index"] - 1]
@@ -223,7 +223,7 @@ def test_rerun_replaces_only_the_layers_and_ks_it_computed(store_path):
     first = latent.knn(store_path, [3, 5], lang="ja")
     part = store_path / "tables" / "latent_knn" / f"{first.analysis_ids[0]}.parquet"
     before = {(r["hidden_index"], r["k"]): r["score"] for r in pq.read_table(part).to_pylist()}
-    again = latent.knn(store_path, [5, 7], lang="ja", layers="1:3")
+    again = latent.knn(store_path, [5, 7], lang="ja", layers=range(1, 3))
     assert again.analysis_ids == first.analysis_ids  # same settings, same part
     after = {(r["hidden_index"], r["k"]): r["score"] for r in pq.read_table(part).to_pylist()}
     assert set(after) == set(before) | {(1, 7), (2, 7)}

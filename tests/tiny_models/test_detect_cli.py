@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import capture_into
-from tests.unit.test_detect_store import snapshot
+from tests.tiny_models.test_detect_store import snapshot
 from tests.cli_runner import run_cli
 
 TNSTORE = Path(sys.executable).with_name("tnstore")
