@@ -119,6 +119,10 @@ def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch):
     b = Store.open(broken).query(f"SELECT {cols} FROM eval_qa ORDER BY ALL")
     assert a.equals(b) and a.num_rows == 80
     assert Store.open(broken).query("SELECT count(*) AS n FROM eval_generations").column("n")[0].as_py() == 80
+    # a smaller limit later finds its questions stored and leaves the other rows alone
+    fewer = qa(broken, **{**args, "limit": 20})
+    assert (fewer.generated, fewer.resumed) == (0, 40)
+    assert Store.open(broken).query(f"SELECT {cols} FROM eval_qa ORDER BY ALL").equals(a)
 
 
 def test_score_predictions_file(tmp_path):

@@ -25,6 +25,9 @@ def demo_qa(store: Path, echo: Callable[[str], None], langs: Sequence[str] = ("j
         baseline = random_baseline(store, set_id, seed=42).name
         result = qa(store, demo_qa_path(), [lang], ["none", set_id, baseline], max_new_tokens=10, limit=limit,
                     batch_size=12)
+        names = {"none": "none", set_id: "Type-1 set", baseline: "random"}
+        # the summary covers every stored run of these settings: show this step's language and conditions
         for row in result.summary_arrow.to_pylist():
-            name = "Type-1 set" if row["condition"] == set_id else "random" if row["condition"] == baseline else "none"
-            echo(f"    {lang} {name:<10} mean F1 {row['mean_f1']:.3f} over {row['n_questions']} questions")
+            if row["lang"] == lang and row["condition"] in names:
+                echo(f"    {lang} {names[row['condition']]:<10} mean F1 {row['mean_f1']:.3f} over "
+                     f"{row['n_questions']} questions")

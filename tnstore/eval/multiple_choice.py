@@ -86,7 +86,7 @@ def mc(
         for condition in conds:
             done = runs.finished_chunks(store, "eval_mc", eid, condition, lang)
             for chunk, items in runs.chunks(questions.items):
-                if done.get(chunk) == len(items):
+                if done.get(chunk, 0) >= len(items):  # a run with a larger limit stored more
                     resumed += len(items)
                     bar.update(len(items))
                     continue

@@ -117,7 +117,7 @@ def generate(
         for condition, lang in work:
             done = runs.finished_chunks(store, "eval_gen_metrics", eid, condition, lang)
             for chunk, batch in runs.chunks(items[lang]):
-                if done.get(chunk) == len(batch):
+                if done.get(chunk, 0) >= len(batch):  # a run with a larger limit stored more
                     resumed += len(batch)
                     bar.update(len(batch))
                     continue
