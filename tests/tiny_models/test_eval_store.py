@@ -13,7 +13,6 @@ import torch
 
 from tests.conftest import SHARED
 from tests.tiny_models.test_eval_scoring import slow_em, slow_f1
-from tnstore.eval import runs
 from tnstore.store.store import Store
 
 DATA = Path(str(resources.files("tnstore.data.eval")))

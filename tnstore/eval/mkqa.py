@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.eval.records import file_sha256, jsonl_records
 from tnstore.eval.scoring import MKQA_LANGS
+
+if TYPE_CHECKING:
+    from tnstore.eval.scoring import Prediction
 
 SKIPPED_TYPES = ("long_answer", "unanswerable")
 # The authors' prompt labels (method §10): "{query}? " + label, no chat template.
