@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.eval.records import file_sha256, jsonl_records
-from tnstore.eval.scoring import MKQA_LANGS
-
-if TYPE_CHECKING:
-    from tnstore.eval.scoring import Prediction
+from tnstore.eval.scoring import MKQA_LANGS, Prediction
 
 SKIPPED_TYPES = ("long_answer", "unanswerable")
 # The authors' prompt labels (method §10): "{query}? " + label, no chat template.
@@ -143,11 +139,9 @@ def _golds(answers: list, where: str, lang: str) -> tuple[str, ...]:
     return tuple(sorted(golds))
 
 
-def read_predictions(path: str | Path) -> list["Prediction"]:
+def read_predictions(path: str | Path) -> list[Prediction]:
     """MKQA's official predictions format: JSON lines with `example_id`, `prediction` (text, "" = no answer),
     `binary_answer` ("yes", "no" or null/"", case-insensitive) and optionally `no_answer_prob`."""
-    from tnstore.eval.scoring import Prediction
-
     out: list[Prediction] = []
     seen: set[str] = set()
     for number, record in jsonl_records(path, arg="predictions"):
