@@ -109,3 +109,25 @@ def test_help_imports_nothing_heavy():
             "heavy = [m for m in ('torch', 'duckdb', 'zarr', 'polars', 'py3langid') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_mc_generate_command(store, monkeypatch, capsys):
+    from tnstore.eval.mmlu_prox import extract_letter, template_for
+
+    code, out, err = run_cli(monkeypatch, capsys, "eval", "mc", store, "--data", DATA / "mc_demo.ko.test.jsonl",
+                             "--fewshot", DATA / "mc_demo.ko.validation.jsonl", "--lang", "ko", "--conditions",
+                             "none,setA", "--shots", "1", "--max-new-tokens", "8", "--limit", "3", "--quiet")
+    assert code == 0, err
+    assert "6 questions answered" in out and "accuracy" in out
+    rows = Store.open(store).query(
+        "SELECT m.predicted, m.correct, m.answer, g.output, g.prompt, m.subject FROM eval_mc m JOIN eval_generations g "
+        "ON g.eval_id = m.eval_id AND g.condition = m.condition AND g.item_id = m.question_id AND g.task = 'mc'"
+    ).to_pylist()
+    assert len(rows) == 6
+    for row in rows:
+        assert row["predicted"] == extract_letter(template_for("ko"), row["output"])
+        assert row["correct"] == (row["predicted"] == row["answer"])
+        assert row["prompt"].startswith("다음은 수학에 관한 객관식 문제") and row["prompt"].endswith("답변: 한 단계씩 생각해 봅시다.")
+    summary = Store.open(store).query("SELECT subject, n_questions FROM eval_mc_summary WHERE condition = 'none' "
+                                      "ORDER BY subject").to_pylist()
+    assert summary == [{"subject": "*", "n_questions": 3}, {"subject": "math", "n_questions": 3}]
