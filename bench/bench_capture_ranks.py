@@ -64,16 +64,13 @@ def bare(args, cuda: bool) -> float:
     import torch
 
     from tnstore.capture.corpus import load_corpus
-    from tnstore.capture.runner import length_sorted
+    from tnstore.capture.runner import length_sorted, run_batches
     from tnstore.models.registry import load_model
 
     lm = load_model(args.model, device="cuda" if cuda else "cpu", dtype=args.dtype)
     rows, _ = length_sorted(lm, load_corpus(CORPUS, limit=args.sentences // 2))
     texts = [r["text"] for r in rows]
-    block_rows = 256
-    batches = [texts[b:min(b + args.batch_size, s + block_rows)]  # the runner batches inside each block
-               for s in range(0, len(texts), block_rows)
-               for b in range(s, min(s + block_rows, len(texts)), args.batch_size)]
+    batches = [texts[a:b] for a, b in run_batches([r["lang"] for r in rows], 256, args.batch_size)]
     decoder = lm.adapter.decoder(lm.model)
     with torch.inference_mode():
         decoder(**lm.tokenizer(batches[0], padding=True, return_tensors="pt").to(lm.device), use_cache=False)

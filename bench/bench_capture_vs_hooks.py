@@ -43,8 +43,11 @@ def padded_tokens(n_tokens: list[int], batch_size: int) -> int:
 
 
 def sort_plans(n_tokens: list[int], langs: list[str], batch_size: int, block: int = 256) -> dict[str, int]:
-    """Padded tokens of: corpus order, a sort inside each `block` rows (tnstore before issue 11), one sort per
-    language (tnstore now) and one sort over the whole corpus (the researcher's script)."""
+    """Padded tokens of: rows in corpus order (grouped by language), sorted inside each `block` rows (tnstore
+    before issue 11), tnstore's run order and batches now (runner.run_batches: one sort per language, batches
+    inside a block and a language) and one sort over the whole corpus (the researcher's script)."""
+    from tnstore.capture.runner import run_batches
+
     def by_length(idx):
         return sorted(idx, key=lambda i: -n_tokens[i])
 
@@ -54,7 +57,9 @@ def sort_plans(n_tokens: list[int], langs: list[str], batch_size: int, block: in
     grouped = [i for lang in dict.fromkeys(langs) for i in range(len(langs)) if langs[i] == lang]
     per_block = [j for b in range(0, len(grouped), block) for j in by_length(grouped[b:b + block])]
     per_lang = [j for lang in dict.fromkeys(langs) for j in by_length([i for i in grouped if langs[i] == lang])]
-    return {"unsorted": tokens(grouped), "sorted_per_block": tokens(per_block), "sorted_per_language": tokens(per_lang),
+    tnstore_now = sum(max(n_tokens[per_lang[i]] for i in range(a, b)) * (b - a)
+                      for a, b in run_batches([langs[i] for i in per_lang], block, batch_size))
+    return {"unsorted": tokens(grouped), "sorted_per_block": tokens(per_block), "tnstore": tnstore_now,
             "sorted_globally": tokens(by_length(range(len(langs)))), "real": sum(n_tokens)}
 
 

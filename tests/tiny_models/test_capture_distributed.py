@@ -53,10 +53,12 @@ def _tables(store: Path) -> dict[str, list[dict]]:
     return {"sentences": s.query("SELECT * FROM sentences ORDER BY row").to_pylist(), "runs": runs}
 
 
-def _one_process(store: Path, corpus: Path, *extra: str, model: str = "tiny-llama") -> None:
-    done = subprocess.run([sys.executable, "-m", "tnstore", *_capture_args(store, corpus, *extra, model=model)],
-                          capture_output=True, text=True, env=_env(), cwd=REPO)
-    assert done.returncode == 0, done.stderr
+def _one_process(store: Path, corpus: Path, limit: int, chunk_rows: int) -> None:
+    """The same capture in this process (no interpreter start: the thread count does not change the bytes)."""
+    from tnstore.capture.api import capture_corpus
+
+    capture_corpus(store=store, corpus=corpus, model="tiny-llama", limit=limit, batch_size=4, device="cpu",
+                   chunk_rows=chunk_rows, progress=False)
 
 
 def _assert_same_store(got: Path, want: Path) -> None:
@@ -70,7 +72,7 @@ def _assert_same_store(got: Path, want: Path) -> None:
 def reference(tmp_path_factory) -> Path:
     """A one-process capture of 60 MKQA questions in 5 languages (300 rows, blocks of 16)."""
     store = tmp_path_factory.mktemp("one") / "store"
-    _one_process(store, MKQA, "--limit", "60", "--chunk-rows", "16")
+    _one_process(store, MKQA, 60, 16)
     return store
 
 
@@ -147,7 +149,7 @@ def test_kill_a_rank_then_the_same_command_resumes(reference, tmp_path, victim):
     assert 2 <= blocks < 19, "the kill should land mid-run (300 rows = 19 blocks)"
     assert Store.open(store).n_rows() == 0, "an unfinished run's rows must not be visible"
     # The same command, here with one process, resumes the run and ends with the one-process store.
-    _one_process(store, MKQA, "--limit", "60", "--chunk-rows", "16")
+    _one_process(store, MKQA, 60, 16)
     _assert_same_store(store, reference)
 
 
