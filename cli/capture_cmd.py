@@ -35,7 +35,9 @@ def capture(
     ablate_scope: str = typer.Option("last", "--ablate-scope", help="last: zero at the last token only; all: at every position."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Run the model once over a corpus and write last-token activations into the store."""
+    """Run the model once over a corpus and write last-token activations into the store.
+
+    On several GPUs or machines: torchrun --nproc-per-node N -m tnstore capture ... (the ranks split the run)."""
     from tnstore.capture.api import capture_corpus
 
     result = capture_corpus(
@@ -44,7 +46,8 @@ def capture(
         chunk_rows=chunk_rows, ablate=ablate, ablate_scope=ablate_scope, device_map=device_map,
         command=shlex.join(["tnstore"] + sys.argv[1:]),
     )
-    typer.echo(result.describe())
+    if result.rank == 0:  # under torchrun, one line for the run, not one per rank
+        typer.echo(result.describe())
 
 
 def demo(
