@@ -121,6 +121,9 @@ def s3_server() -> Iterator[tuple[str, Requests]]:
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on stderr
     requests = Requests()
     app = DomainDispatcherApplication(create_backend_app)
 

@@ -130,8 +130,11 @@ class ChunkReader:
         coords = [(rc, lc) for rc in range(a // rows_per_chunk, -(-b // rows_per_chunk))
                   for lc in range(lo // cols_per_chunk, -(-hi // cols_per_chunk))]
         # A remote store's chunks are fetched together (concurrent requests), then decoded on the cores.
-        fetched = (self.source.files.read_many([self._key_path(c) for c in coords], MAX_CHUNK_BYTES)
-                   if self.source.files.remote else None)
+        fetched = None
+        if self.source.files.remote:
+            records = [self.source.records.get(self._chunk_key(c)) for c in coords]
+            sizes = [r.size if r is not None else 0 for r in records]
+            fetched = self.source.files.read_many([self._key_path(c) for c in coords], MAX_CHUNK_BYTES, sizes)
 
         def decode(first: int, end: int) -> None:  # chunks first..end-1 of `coords`; on the cores in parallel
             for i in range(first, end):

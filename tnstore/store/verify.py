@@ -326,7 +326,8 @@ class _Verifier:
         for start in range(0, len(jobs), batch):
             group = jobs[start:start + batch]
             try:
-                datas = self.files.read_many([j[0] for j in group], max(r.size for j in group for r in j[1]))
+                datas = self.files.read_many([j[0] for j in group], max(r.size for j in group for r in j[1]),
+                                             [max(r.size for r in j[1]) for j in group])
             except TnstoreError as exc:
                 for key, _, unit, advice, _ in group:
                     self.problem(key, "unreadable", str(exc), unit, advice)
