@@ -125,7 +125,8 @@ def test_a_chunk_that_decompresses_to_the_wrong_size_is_refused(store):
 
 
 @pytest.mark.parametrize("command", [
-    ["info"], ["sql", "{store}", "SELECT count(*) FROM sentences"], ["detect", "{store}", "--type", "1", "--lang", "ja", "--top", "5"],
+    ["info"], ["sql", "{store}", "SELECT count(*) FROM sentences"],
+    ["detect", "{store}", "--type", "1", "--lang", "ja", "--top", "5"],
     ["stats", "corr-ratio", "{store}"], ["latent", "pca", "{store}"], ["neurons", "list", "{store}"],
     ["export", "{store}", "{store}-out"],
 ])

@@ -320,7 +320,8 @@ def fsync_dirs(paths: Iterable[Path]) -> None:
         fsync_dir(path)
 
 
-def open_files(location: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> "LocalFiles | RemoteFiles":
+def open_files(location: str | os.PathLike,
+               storage_options: dict[str, Any] | None = None) -> "LocalFiles | RemoteFiles":
     """The files of the store at `location`: a path or file:// URL, or a remote URL (read-only)."""
     if is_remote(location):
         return RemoteFiles(str(location), storage_options)

@@ -137,7 +137,8 @@ class TableCatalog:
 
     def dump(self) -> bytes:
         return seal({"format": TABLES_FORMAT, "checksum": HASH_NAME,
-                     "parts": {t: {p: r.to_json() for p, r in sorted(ps.items())} for t, ps in sorted(self.parts.items())},
+                     "parts": {t: {p: r.to_json() for p, r in sorted(ps.items())}
+                               for t, ps in sorted(self.parts.items())},
                      "pending": {k: r.to_json() for k, r in sorted(self.pending.items())}})
 
     def accepted(self, table: str, part: str) -> list[FileRecord]:

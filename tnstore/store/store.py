@@ -381,7 +381,7 @@ class Store:
                 continue
             catalog = self._catalog(files)
             for name in catalog.names(table):
-                check_key(name, f"{files.where(TABLES_CATALOG)} [{table}]")
+                check_key(name, f"{files.where(TABLES_CATALOG)} [{table}]", self.label)
                 found[name] = Part(table, name, files, tuple(catalog.accepted(table, name)))
         if table == "sentences":
             # A run's sentences count only once its runs row exists (written last), so a crash between the two
@@ -426,25 +426,26 @@ class Store:
 
     def _cached_part(self, part: Part) -> Path:
         """A remote part's bytes, fetched once and checked, in the local cache (named by its checksum)."""
-        record = part.accepted[0]
         folder = _cache_dir()
-        path = folder / f"{record.xxh3}-{record.size}.parquet"
-        held = self._checked.get(("cache", str(path)))
-        if held is not None:
-            return path
-        if path.is_file() and _part_problem(path.read_bytes(), (record,)) is None:
-            self._checked[("cache", str(path))] = ((), record.xxh3)
-            return path
-        data = part.files.read(part.key, record.size)
+        for record in part.accepted:  # a copy fetched before (by this or an earlier process)
+            path = folder / f"{record.xxh3}-{record.size}.parquet"
+            if ("cache", str(path)) in self._checked:
+                return path
+            if path.is_file() and _part_problem(path.read_bytes(), (record,)) is None:
+                self._checked[("cache", str(path))] = ((), record.xxh3)
+                return path
+        data = part.files.read(part.key, max(r.size for r in part.accepted))
         problem = _part_problem(data, part.accepted)
         if problem is not None:
             raise DamagedStoreError(f"{part.files.where(part.key)} (a part of table {part.table}) {problem}; copy "
                                     "the file again from where the store came from", self.label)
+        found = digest(data)
+        path = folder / f"{found}-{len(data)}.parquet"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{path.name}.tmp-{uuid.uuid4().hex}"
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        self._checked[("cache", str(path))] = ((), record.xxh3)
+        self._checked[("cache", str(path))] = ((), found)
         return path
 
     def write_rows(self, table: str, data: pa.Table) -> list[str]:
@@ -899,7 +900,7 @@ class Store:
             chunks = (1,) + value.shape[1:]
             arr = writer.create_array(name, shape=value.shape, chunks=chunks, dtype=dtypes[name],
                                       compressors=[compressor()])
-            arr[...] = value.astype(dtypes[name])
+            arr[...] = np.asarray(value, dtype=dtypes[name])  # no copy when it is already the stored dtype
         writer.sync()
         self.files.write_atomic(MODEL_CATALOG, FileCatalog(writer.records, {"arrays": sorted(arrays)}).dump())
         os.replace(tmp, final)
@@ -1019,7 +1020,7 @@ def _open_results(results: str | Path, store: Store) -> LocalFiles:
 def _run_id(row: dict[str, Any], store: Store) -> str:
     run_id, start, end = row.get("run_id"), row.get("row_start"), row.get("row_end")
     where = store.files.where("tables/runs")
-    check_key(run_id if isinstance(run_id, str) else repr(run_id), f"{where} (run id)")
+    check_key(run_id if isinstance(run_id, str) else repr(run_id), f"{where} (run id)", store.label)
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end < 1 << 40):
         raise DamagedStoreError(f"{where}: run {run_id} has rows {start}..{end}, not a range of rows", store.label)
     return run_id
