@@ -43,6 +43,9 @@ _DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "
 MAX_CHUNK_BYTES = 1 << 30  # a chunk the store writes is at most a few hundred MiB (one layer of down_proj)
 MAX_META_BYTES = 1 << 20
 BLOSC_HEADER = struct.Struct("<4xIII")
+# MAP_POPULATE maps every page of the chunk inside mmap() (which runs without the GIL) rather than one fault at a
+# time inside the checksum or the decompression.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ class ChunkReader:
             if size != record.size or size == 0:
                 raise _bad(self.source, key, f"is {size} bytes, the catalog says {record.size} (truncated or "
                                             "replaced)")
-            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+            with mmap.mmap(fd, 0, flags=_MAP_FLAGS, prot=mmap.PROT_READ) as mapped:
                 check_chunk(self.source, key, mapped, record, dest.nbytes)
                 blosc.decompress(mapped, dest)
         finally:

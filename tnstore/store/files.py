@@ -183,7 +183,8 @@ class LocalFiles:
     def write_atomic(self, key: str, payload: bytes) -> None:
         """Write `key` whole or not at all: a temp file, fsync, rename, fsync of the folder."""
         path = self.path(key)
-        self.makedirs(str(Path(key).parent)) if "/" in key else None
+        if "/" in key:
+            self.makedirs(key.rsplit("/", 1)[0])
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
