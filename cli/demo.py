@@ -47,7 +47,15 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
           "lang, type, eta2_top10, eta2_top100, eta2_top1000, sig_eta2_gt_0_1, sig_eta2_gt_0_25")
     _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"),
           "lang_a, lang_b, n_intersection, jaccard", "layer IS NULL")
-    echo(f"4/4 done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
+    from tnstore.analysis import latent
+    from tnstore.report import build
+
+    echo("4/4 latent space (PCA, dimensionality, centroids, k-NN, trajectory) and the report")
+    for analysis in (latent.pca, latent.dims, latent.centroids, latent.knn, latent.trajectory):
+        analysis(store)
+    report = build(store, Path(store).with_name(Path(store).name + "-report.html"))
+    echo(f"    report: {report.path.resolve()} ({report.figures} figures, {report.seconds:.1f} s); open it in a browser")
+    echo(f"done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
 
 
 def _show(store: Path, echo: Callable[[str], None], title: str, query: str, columns: str = "*",

@@ -79,4 +79,4 @@ def neurons_list(store: StoreArg, fmt: FormatOpt = "table", results: ResultsOpt 
     from tnstore.cli.render import render
 
     choice(fmt, ("table", "csv", "json"), "--format")
-    typer.echo(render(list_sets(store_at(store, results)), fmt, max_rows=1000), nl=False)
+    typer.echo(render(list_sets(store_at(store, results)).arrow(), fmt, max_rows=1000), nl=False)

@@ -6,10 +6,12 @@
     x = s.states("hidden", where="lang = 'ja' AND split = 'test'", layers=[10, 20])
     r = tnstore.detect(s, type=1, lang="ja", top=1000, layers=range(0, 19))
     tnstore.stats.corr_ratio(s, label="language")
+    tnstore.figures.plot(s, "tn-layers", "figs/")              # the paper's figures from the store's tables
+    tnstore.report.build(s, "report.html")                     # one self-contained HTML report
 
 Pipeline, one subpackage each: models (adapters per family) -> capture (one forward pass) -> store (Zarr +
 Parquet, schemas/) -> kernels (streaming numpy over Zarr chunks) -> analysis (results written back as tables)
--> queries (SQL) -> cli / figures. Importing tnstore loads none of torch, duckdb, zarr or polars: each public name
+-> queries (SQL) -> cli / figures / report. Importing tnstore loads none of torch, duckdb, zarr or polars: each public name
 is imported on first use.
 """
 import os as _os
@@ -44,6 +46,8 @@ _PUBLIC = {
     "stats": ("tnstore.analysis.stats", None),
     "latent": ("tnstore.analysis.latent", None),
     "queries": ("tnstore.queries", None),
+    "figures": ("tnstore.figures", None),
+    "report": ("tnstore.report", None),
     "TnstoreError": ("tnstore.errors", "TnstoreError"),
     "ArgumentError": ("tnstore.errors", "ArgumentError"),
     "SqlError": ("tnstore.errors", "SqlError"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,9 @@ from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.deactivation import NeuronSet
 from tnstore.store.schema import SAFE_NAME
 from tnstore.store.store import Store, open_store
+
+if TYPE_CHECKING:
+    from tnstore.store.relation import Relation
 
 LIKE_KEYS = ("type", "lang", "split", "dist", "layers", "top", "set")
 
@@ -106,9 +109,10 @@ def random_baseline(
     return RandomSet(name, tn["set_id"], seed, tn["layer_start"], tn["layer_end"], layers, neurons)
 
 
-def list_sets(store: "str | Path | Store") -> pa.Table:
-    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes (Arrow)."""
-    return open_store(store, mode="r").query(LIST_SQL)
+def list_sets(store: "str | Path | Store") -> "Relation":
+    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes; a lazy
+    relation (`.pl()`, `.arrow()`)."""
+    return open_store(store, mode="r").sql(LIST_SQL)
 
 
 def load_set(store: Store, name: str, arg: str = "name") -> NeuronSet:
