@@ -73,7 +73,7 @@ def _results(store, results_dir: Path | None) -> dict[str, object]:
     out["corr"] = tnstore.stats.corr_ratio(s, label="language").summary_arrow
     out["pca"] = tnstore.latent.pca(s, layers=[1, 3]).table_arrow
     out["knn"] = tnstore.latent.knn(s, [3], layers=[2]).table_arrow
-    out["listed"] = tnstore.neurons.list_sets(s)
+    out["listed"] = tnstore.neurons.list_sets(s).arrow()
     return out
 
 

@@ -719,11 +719,14 @@ class Store:
         return catalog
 
     def _ensure_sealed(self, run_id: str) -> None:
-        if self.files.stamp(run_catalog_key(run_id)) is None or run_id in self._writers:
-            if run_id not in self._writers:
-                raise RuntimeError(f"run {run_id} has no catalog: write its segment through this Store "
-                                   "(create_segment) or call seal_segment with its chunk records")
+        """Before a run's `runs` row: its catalog, from this Store's writer if it wrote the segment. A run with
+        no segment at all (tables-only test stores) is left without one: reading its arrays is then an error."""
+        if run_id in self._writers:
             self.seal_segment(run_id)
+        elif self.files.stamp(run_catalog_key(run_id)) is None and \
+                self.files.path(f"segments/{check_key(run_id, 'run id')}.zarr").exists():
+            raise RuntimeError(f"run {run_id} has no catalog: write its segment through this Store "
+                               "(create_segment) or call seal_segment with its chunk records")
 
     def remove_segment(self, run_id: str) -> None:
         self._check_writable(arrays=True)
