@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import xxhash
 from numcodecs import blosc
 
 from tnstore.compute.buffers import Scratch
@@ -43,6 +44,9 @@ _DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "
 MAX_CHUNK_BYTES = 1 << 30  # a chunk the store writes is at most a few hundred MiB (one layer of down_proj)
 MAX_META_BYTES = 1 << 20
 BLOSC_HEADER = struct.Struct("<4xIII")
+BLOSC_FORMAT = 2  # the header's version byte for c-blosc 1.x frames
+BLOSC_MEMCPYED = 0x02  # header flag: the payload is the data itself, uncompressed and unshuffled
+HASH_PIECE = 512 << 10  # hashed then copied while in the core's cache
 # MAP_POPULATE maps every page of the chunk inside mmap() (which runs without the GIL) rather than one fault at a
 # time inside the checksum or the decompression.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
@@ -174,8 +178,7 @@ class ChunkReader:
         if fetched:
             if data is None:
                 raise _missing(self.source, key)
-            check_chunk(self.source, key, data, record, dest.nbytes)
-            blosc.decompress(data, dest)
+            decode_checked(self.source, key, data, record, dest)
             return
         fd = self.source.files.open_fd(f"{self.source.prefix}/{key}")
         if fd is None:
@@ -186,26 +189,60 @@ class ChunkReader:
                 raise _bad(self.source, key, f"is {size} bytes, the catalog says {record.size} (truncated or "
                                             "replaced)")
             with mmap.mmap(fd, 0, flags=_MAP_FLAGS, prot=mmap.PROT_READ) as mapped:
-                check_chunk(self.source, key, mapped, record, dest.nbytes)
-                blosc.decompress(mapped, dest)
+                decode_checked(self.source, key, mapped, record, dest)
         finally:
             os.close(fd)
 
 
-def check_chunk(source: ArraySource, key: str, data, record: FileRecord, nbytes: int) -> None:
-    """A chunk's bytes against its catalog record (size, XXH3) and Blosc header (decompressed size)."""
+def decode_checked(source: ArraySource, key: str, data, record: FileRecord, dest: np.ndarray) -> None:
+    """Check a chunk's bytes against its catalog record (size, XXH3) and its Blosc header (the size it
+    decompresses to), and decompress it into `dest`; DamagedStoreError (naming the file) if anything is off.
+
+    Float16 activations do not compress, so Blosc stores most chunks as a plain copy behind its header
+    (the MEMCPYED flag) and decoding is a memory copy; such a chunk is hashed and copied piece by piece, each
+    piece hashed while it is in cache, so checking adds no second pass over memory. Other frames are hashed,
+    then decompressed (never decompressed before the hash matches: Blosc is not written for damaged input).
+    """
     size = len(data)
     if size != record.size:
         raise _bad(source, key, f"is {size} bytes, the catalog says {record.size} (truncated or replaced)")
-    if source.check and digest(data) != record.xxh3:
-        raise _bad(source, key, "does not match its checksum (corrupt)")
     if size < BLOSC_HEADER.size:
         raise _bad(source, key, "is too short to be a Blosc frame")
     # Blosc's 16-byte header (its documented frame format): version, versionlz, flags, typesize, then the
     # uncompressed size, the block size and the frame's own size, little-endian.
     expanded, _, compressed = BLOSC_HEADER.unpack_from(data)
+    nbytes = dest.nbytes
     if expanded != nbytes or compressed != size:
+        if source.check and digest(data) != record.xxh3:
+            raise _bad(source, key, "does not match its checksum (corrupt)")
         raise _bad(source, key, f"decompresses to {expanded} bytes, the chunk holds {nbytes}")
+    copied = data[0] == BLOSC_FORMAT and data[2] & BLOSC_MEMCPYED and size == BLOSC_HEADER.size + nbytes
+    if not source.check:
+        blosc.decompress(data, dest)
+    elif copied and dest.flags.c_contiguous:
+        if _hash_and_copy(data, dest) != record.xxh3:
+            raise _bad(source, key, "does not match its checksum (corrupt)")
+    else:
+        if digest(data) != record.xxh3:
+            raise _bad(source, key, "does not match its checksum (corrupt)")
+        blosc.decompress(data, dest)
+
+
+def _hash_and_copy(data, dest: np.ndarray) -> str:
+    """XXH3-64 of a plain-copy Blosc frame, copying its payload into `dest` as it goes (see decode_checked)."""
+    head = BLOSC_HEADER.size
+    source = piece = np.frombuffer(data, dtype=np.uint8)
+    try:
+        target = dest.reshape(-1).view(np.uint8)
+        state = xxhash.xxh3_64()
+        state.update(source[:head])
+        for start in range(0, target.size, HASH_PIECE):
+            piece = source[head + start : head + start + HASH_PIECE]
+            state.update(piece)
+            target[start : start + piece.size] = piece
+        return state.hexdigest()
+    finally:
+        del source, piece  # views of `data`: a mapped file cannot close while they live
 
 
 def read_checked(source: ArraySource, key: str, limit: int) -> bytes:
