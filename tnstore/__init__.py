@@ -45,6 +45,7 @@ _PUBLIC = {
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
     "latent": ("tnstore.analysis.latent", None),
+    "eval": ("tnstore.eval", None),
     "queries": ("tnstore.queries", None),
     "figures": ("tnstore.figures", None),
     "report": ("tnstore.report", None),
