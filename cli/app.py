@@ -3,7 +3,8 @@
 Problems a user can fix (TnstoreError) end as one line on stderr and exit code 2; an ArgumentError names the
 flag the user typed. A damaged store is a TnstoreError too (DamagedStoreError, raised by the Store's reads, names
 the file and `tnstore verify`); an unexpected I/O error still ends in one line. `tnstore verify` alone exits 1 for
-a damaged store (its report is the output, not an error). Command modules import only typer at import time, so `tnstore --help` starts fast.
+a damaged store (its report is the output, not an error). Command modules import only typer at import time,
+so `tnstore --help` starts fast.
 """
 from __future__ import annotations
 

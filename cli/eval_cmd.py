@@ -60,7 +60,8 @@ def qa(
     from tnstore.cli.render import render
     from tnstore.eval.question_answering import qa as run_qa
 
-    result = run_qa(store_at(store, results), data, langs=_list(langs), conditions=_list(conditions), positions=positions,
+    result = run_qa(
+        store_at(store, results), data, langs=_list(langs), conditions=_list(conditions), positions=positions,
                     max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size, template=template,
                     chat_template=chat_template, keep_all=keep_all, stop_strings=_stops(stop), model=model,
                     device=device, dtype=dtype, wait_seconds=wait, progress=not quiet)
@@ -118,7 +119,8 @@ def mc(
     from tnstore.cli.render import render
     from tnstore.eval.multiple_choice import mc as run_mc
 
-    result = run_mc(store_at(store, results), data, lang, conditions=_list(conditions), method=method, shots=shots, fewshot=fewshot,
+    result = run_mc(
+        store_at(store, results), data, lang, conditions=_list(conditions), method=method, shots=shots, fewshot=fewshot,
                     positions=positions, max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size,
                     model=model, device=device, dtype=dtype, wait_seconds=wait, progress=not quiet)
     typer.echo(f"eval {result.eval_id}: {result.generated} questions answered, {result.resumed} already stored, "
@@ -147,7 +149,8 @@ def generate(
     from tnstore.cli.render import render
     from tnstore.eval.open_ended import generate as run_generate
 
-    result = run_generate(store_at(store, results), prompts, langs=_list(langs), conditions=_list(conditions), positions=positions,
+    result = run_generate(
+        store_at(store, results), prompts, langs=_list(langs), conditions=_list(conditions), positions=positions,
                           max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size,
                           chat_template=chat_template, stop_strings=_stops(stop), model=model, device=device,
                           dtype=dtype, wait_seconds=wait, progress=not quiet)
