@@ -175,3 +175,20 @@ def test_verify_a_remote_store_finds_a_damaged_chunk(pristine, tmp_path):
         assert report.problems[0].kind == "corrupt" and report.problems[0].file.endswith(
             str(chunk.relative_to(copy)))
         assert tnstore.verify(url, fast=True).ok
+
+
+def test_a_results_folder_belongs_to_one_store(http, tmp_path):
+    """A results folder records the store and model it belongs to; another store's is refused."""
+    from tests.stats_helpers import write_synthetic_store
+    from tnstore.errors import ArgumentError
+
+    url, _ = http
+    results = tmp_path / "results"
+    tnstore.neurons.random_baseline(tnstore.open(url, results=results), {"type": "1", "lang": "ja"}, seed=5)
+    other = write_synthetic_store(tmp_path / "other", np.zeros((8, 2, 3)), ["en", "ja"] * 4)
+    with pytest.raises(ArgumentError, match="holds results of store"):
+        tnstore.open(other.path, results=results)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    with pytest.raises(ArgumentError, match="not empty and not a tnstore results folder"):
+        tnstore.open(url, results=tmp_path / "full")

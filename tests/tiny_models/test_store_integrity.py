@@ -2,6 +2,7 @@
 to exactly the uninterrupted arrays; `tnstore verify` names each damaged file and what to do."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -267,3 +268,42 @@ def test_a_blocks_files_are_fsynced_before_its_journal_entry(tmp_path, monkeypat
                     assert any(s.startswith(chunk.rsplit("/", 1)[0]) for s in synced), key
                     folder = str(Path(chunk).parent)
                     assert folder in synced, f"folder of {key} not fsynced before block {block}'s journal entry"
+
+
+@pytest.mark.parametrize("stop_at", ["rename", "commit"])
+def test_a_table_write_that_died_half_way_is_read_whole_and_recovered(store, monkeypatch, stop_at):
+    """A writer that dies after naming a part pending (before its rename, or before the catalog commits it):
+    readers see the part whole (old or new), and the next writer commits or drops what was left."""
+    from tnstore.store import store as store_module
+
+    before = Store.open(store).query("SELECT * FROM transfer_neurons ORDER BY rank")
+    real_replace, real_write = os.replace, store_module.LocalFiles.write_atomic
+    writes = {"catalog": 0}
+
+    def replace(src, dst):
+        if stop_at == "rename" and str(dst).endswith(".parquet"):
+            raise Stop()
+        return real_replace(src, dst)
+
+    def write_atomic(self, key, payload):
+        if key == "tables/catalog.json":
+            writes["catalog"] += 1
+            if stop_at == "commit" and writes["catalog"] == 2:
+                raise Stop()
+        return real_write(self, key, payload)
+
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    monkeypatch.setattr(store_module.LocalFiles, "write_atomic", write_atomic)
+    with pytest.raises(Stop):
+        tnstore.detect(store, type=1, lang="ja", top=7)
+    monkeypatch.setattr(store_module.os, "replace", real_replace)
+    monkeypatch.setattr(store_module.LocalFiles, "write_atomic", real_write)
+    catalog = json.loads((store / "tables" / "catalog.json").read_text())
+    assert catalog["pending"], "the dead writer left parts pending"
+    seen = Store.open(store, mode="r").query("SELECT count(*) AS n FROM transfer_neurons")["n"][0].as_py()
+    assert seen in (before.num_rows, before.num_rows + 7)  # whole: the old set alone, or with the new one
+    tnstore.neurons.random_baseline(store, {"type": "1", "lang": "ja", "top": "5"}, seed=2)  # the next writer
+    catalog = json.loads((store / "tables" / "catalog.json").read_text())
+    assert not catalog["pending"]
+    assert not [p for p in (store / "tables").rglob(".*tmp-*")]
+    assert tnstore.verify(store).ok
