@@ -39,6 +39,8 @@ _PUBLIC = {
     "States": ("tnstore.store.store", "States"),
     "Relation": ("tnstore.store.relation", "Relation"),
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
+    "verify": ("tnstore.store.verify", "verify"),
+    "export": ("tnstore.store.export", "export"),
     "detect": ("tnstore.analysis.detect", "detect"),
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
@@ -51,6 +53,8 @@ _PUBLIC = {
     "ArgumentError": ("tnstore.errors", "ArgumentError"),
     "SqlError": ("tnstore.errors", "SqlError"),
     "ReadOnlyError": ("tnstore.errors", "ReadOnlyError"),
+    "DamagedStoreError": ("tnstore.errors", "DamagedStoreError"),
+    "RemoteStoreError": ("tnstore.errors", "RemoteStoreError"),
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
