@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import FormatOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt
+from tnstore.cli.options import FormatOpt, ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt, store_at
 
 SHOWN = 5  # top neurons printed after a detection
 
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
 
 def detect(
     store: StoreArg,
+    results: ResultsOpt = None,
     type_: int = typer.Option(
         ..., "--type", help="1: L2 -> shared space (early layers); 2: shared space -> L2 (late layers)."),
     lang: str = typer.Option(..., "--lang", help="The L2, as stored in sentences.lang (e.g. ja)."),
@@ -37,7 +38,7 @@ def detect(
     from tnstore.analysis.detect import detect as run_detect
     from tnstore.cli.parsing import layer_range, scheduler as parse_scheduler
 
-    result = run_detect(store, type=type_, lang=lang, top=top, layers=layer_range(layers), split=split, where=where,
+    result = run_detect(store_at(store, results), type=type_, lang=lang, top=top, layers=layer_range(layers), split=split, where=where,
                         dist=dist, wait_seconds=wait, scheduler=parse_scheduler(scheduler))
     s = result.settings
     pairs = f", {result.n_pairs} en-{s.lang} pairs" if s.type == 1 else ""
@@ -54,6 +55,7 @@ def detect(
 @neurons_app.command("random")
 def neurons_random(
     store: StoreArg,
+    results: ResultsOpt = None,
     like: str = typer.Option(..., "--like", help="The transfer-neuron set to mimic: type=1,lang=ja "
                              "[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]."),
     top: Optional[int] = typer.Option(None, "--top", help="Pick the set with this top-n when several match."),
@@ -65,17 +67,17 @@ def neurons_random(
     from tnstore.analysis.neurons import random_baseline
     from tnstore.cli.parsing import like as parse_like
 
-    drawn = random_baseline(store, parse_like(like), top=top, seed=seed, name=name, wait_seconds=wait)
+    drawn = random_baseline(store_at(store, results), parse_like(like), top=top, seed=seed, name=name, wait_seconds=wait)
     typer.echo(f"stored {len(drawn.layers)} random neurons from layers {drawn.layer_start}:{drawn.layer_end} "
                f"(excluding {drawn.like_set_id}, seed {drawn.seed}) as neuron set {drawn.name}")
 
 
 @neurons_app.command("list")
-def neurons_list(store: StoreArg, fmt: FormatOpt = "table") -> None:
+def neurons_list(store: StoreArg, fmt: FormatOpt = "table", results: ResultsOpt = None) -> None:
     """Stored neuron sets: transfer-neuron sets from detect and named sets (random baselines)."""
     from tnstore.analysis.neurons import list_sets
     from tnstore.cli.parsing import choice
     from tnstore.cli.render import render
 
     choice(fmt, ("table", "csv", "json"), "--format")
-    typer.echo(render(list_sets(store).arrow(), fmt, max_rows=1000), nl=False)
+    typer.echo(render(list_sets(store_at(store, results)).arrow(), fmt, max_rows=1000), nl=False)

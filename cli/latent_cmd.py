@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, where_option
+from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, where_option, store_at
 
 if TYPE_CHECKING:
     from tnstore.analysis.latent import LatentResult
@@ -70,6 +70,7 @@ def _figure(store: Path, result: "LatentResult", figure: Optional[Path], name: s
 @latent_app.command("pca")
 def pca_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
@@ -80,7 +81,7 @@ def pca_cmd(
     _check(figure)
     from tnstore.analysis.latent import pca
 
-    result = pca(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = pca(store_at(store, results), where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "pca")
 
@@ -88,6 +89,7 @@ def pca_cmd(
 @latent_app.command("dims")
 def dims_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     thresholds: str = typer.Option("0.9,0.95,0.99", "--thresholds", help="Cumulative σ² shares to reach."),
     center: bool = typer.Option(False, "--center/--raw", help="Subtract each language's mean first "
                                 "(default --raw: the raw matrix's singular values, as the paper)."),
@@ -102,7 +104,7 @@ def dims_cmd(
     from tnstore.analysis.latent import dims
     from tnstore.cli.parsing import numbers
 
-    result = dims(store, numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers), center=center,
+    result = dims(store_at(store, results), numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers), center=center,
                   wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "dims")
@@ -111,6 +113,7 @@ def dims_cmd(
 @latent_app.command("centroids")
 def centroids_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
@@ -124,7 +127,7 @@ def centroids_cmd(
 
     from tnstore.cli.parsing import scheduler as parse_scheduler
 
-    result = centroids(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait,
+    result = centroids(store_at(store, results), where=where, split=split, layers=_layers(layers), wait_seconds=wait,
                        scheduler=parse_scheduler(scheduler))
     _report(result)
     _figure(store, result, figure, "centroids")
@@ -133,6 +136,7 @@ def centroids_cmd(
 @latent_app.command("knn")
 def knn_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
     lang: LangOpt = None,
     where: PairWhereOpt = None,
@@ -146,7 +150,7 @@ def knn_cmd(
     from tnstore.analysis.latent import knn
     from tnstore.cli.parsing import numbers
 
-    result = knn(store, numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = knn(store_at(store, results), numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "knn")
 
@@ -154,6 +158,7 @@ def knn_cmd(
 @latent_app.command("similarity")
 def similarity_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     lang: LangOpt = None,
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
@@ -165,7 +170,7 @@ def similarity_cmd(
     _check(figure)
     from tnstore.analysis.latent import similarity
 
-    result = similarity(store, lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = similarity(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "similarity")
 
@@ -173,6 +178,7 @@ def similarity_cmd(
 @latent_app.command("probe")
 def probe_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     lang: LangOpt = None,
     folds: int = typer.Option(10, "--folds", help="Stratified cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffle."),
@@ -186,7 +192,7 @@ def probe_cmd(
     _check(figure)
     from tnstore.analysis.latent import probe
 
-    result = probe(store, lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
+    result = probe(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
                    wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "probe")
@@ -195,6 +201,7 @@ def probe_cmd(
 @latent_app.command("trajectory")
 def trajectory_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     lang: str = typer.Option("en", "--lang", help="Language whose centroid trajectory is measured."),
     middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
     where: GroupWhereOpt = None,
@@ -206,6 +213,6 @@ def trajectory_cmd(
     _check(figure)
     from tnstore.analysis.latent import trajectory
 
-    result = trajectory(store, lang=lang, middle=middle, where=where, split=split, wait_seconds=wait)
+    result = trajectory(store_at(store, results), lang=lang, middle=middle, where=where, split=split, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "trajectory")

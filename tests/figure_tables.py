@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from tnstore.store.schema import conform, table_names
+from tnstore.store.schema import arrow_schema, conform, table_names
 
 LANGS = ("en", "ja", "nl", "ko", "it")
 L2S = ("ja", "nl", "ko", "it")
@@ -169,10 +169,20 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
     known = set(table_names())
     for name, rows in out.items():
         table = pa.Table.from_pylist(rows)
-        if name in known and "condition" not in table.column_names:
+        if name.startswith("eval_") and name in known:
+            table = _with_schema_columns(name, table.append_column("chunk", pa.array([0] * table.num_rows, pa.int32()))
+                                         if "chunk" in arrow_schema(name).names else table)
+        elif name in known and "condition" not in table.column_names:
             table = conform(name, table)
         result[name] = table
     return result
+
+
+def _with_schema_columns(name: str, table: pa.Table) -> pa.Table:
+    """The eval tables as issue 9 writes them: columns the figures do not read are null."""
+    schema = arrow_schema(name)
+    return conform(name, pa.table({f.name: table.column(f.name) if f.name in table.column_names
+                                   else pa.nulls(table.num_rows, f.type) for f in schema}))
 
 
 def _lang_neurons(s: Shape, rng: np.random.Generator) -> pa.Table:

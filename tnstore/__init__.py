@@ -40,6 +40,8 @@ _PUBLIC = {
     "Relation": ("tnstore.store.relation", "Relation"),
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
     "Scheduler": ("tnstore.compute.cluster", "Scheduler"),
+    "verify": ("tnstore.store.verify", "verify"),
+    "export": ("tnstore.store.export", "export"),
     "detect": ("tnstore.analysis.detect", "detect"),
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
@@ -52,6 +54,8 @@ _PUBLIC = {
     "ArgumentError": ("tnstore.errors", "ArgumentError"),
     "SqlError": ("tnstore.errors", "SqlError"),
     "ReadOnlyError": ("tnstore.errors", "ReadOnlyError"),
+    "DamagedStoreError": ("tnstore.errors", "DamagedStoreError"),
+    "RemoteStoreError": ("tnstore.errors", "RemoteStoreError"),
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]
 

@@ -2,8 +2,11 @@
 
 A run is identified by what determines its bytes (corpus content, split, kind, limit, model fingerprint,
 storage dtype). Its rows are cut into blocks of `block_rows` (one Zarr chunk of rows); the journal records the
-blocks written, so the same command started again skips them and the arrays end up as an uninterrupted run's.
-At the end the run's sentences are written, then its `runs` row (the commit).
+blocks written, with each chunk file's size and checksum, so the same command started again skips them and the
+arrays end up as an uninterrupted run's. Durability: a block's chunk files are fsynced (and the folders that got
+new entries) before the journal records the block, and a resumed run redoes any recorded block whose files are
+not all there unchanged. At the end the run's catalog is written from the journal's records, then its
+sentences, then its `runs` row (the commit).
 
 Row order. Within a run, rows are grouped by language (in the corpus's order of languages) and sorted by token
 count, longest first, ties in corpus order: one deterministic sort per language, so a resumed run cuts the same
@@ -44,6 +47,7 @@ from tnstore.capture.corpus import Corpus
 from tnstore.capture.forward import PER_SENTENCE_ARRAYS, Ablation, capture_block, row_shapes, token_counts
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.registry import LoadedModel
+from tnstore.store.integrity import FileRecord, digest
 from tnstore.store.store import Store
 
 STORAGE_DTYPES = ("float16", "float32")
@@ -147,8 +151,12 @@ def _plan(store: Store, lm: LoadedModel, corpus: Corpus, settings: CaptureSettin
         store.write_journal(run_id, journal)
     n_rows = journal["row_end"] - journal["row_start"]
     store.create_segment(run_id, n_rows, row_shapes(lm), _dtypes(settings), chunk_rows=journal["block_rows"])
-    blocks = {int(b): {} for b in journal["done_blocks"]}
+    # A block the journal lists is redone unless every chunk file it recorded is there, whole and unchanged
+    # (e.g. a power loss that lost files the journal had already counted, on a filesystem that lied about fsync).
+    blocks = {int(b): files for b, files in journal.get("blocks", {}).items()
+              if int(b) in set(journal["done_blocks"]) and _block_intact(store, run_id, files)}
     journal["blocks"] = {str(b): files for b, files in sorted(blocks.items())}
+    journal["done_blocks"] = sorted(blocks)
     leading["journal"] = journal
     return _Plan(run_id, journal["row_start"], journal["row_end"], journal["block_rows"], tuple(sorted(blocks)))
 
@@ -251,6 +259,9 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, rows: list[dict]
     def commit() -> CaptureSummary:
         if writer.error is not None:  # rank 0's last journal write
             raise writer.error
+        chunks = {k: FileRecord.from_json(r, f"journal of run {plan.run_id}")
+                  for files in journal["blocks"].values() for k, r in files.items()}
+        store.seal_segment(plan.run_id, chunks)
         _finish_run(store, corpus, rows, settings, journal, n_tokens, seconds, lm, ranks)
         return CaptureSummary(plan.run_id, plan.row_start, plan.row_end, seconds, already_done=False)
 
@@ -289,7 +300,7 @@ def _raise_first_failure(statuses: list[_Status], ranks: D.Ranks, own: BaseExcep
 
 
 class _BlockWriter:
-    """A thread that writes finished blocks (check, cast, compress, write) and the journal, in the order
+    """A thread that writes finished blocks (check, cast, compress, write, fsync) and the journal, in the order
     given, while the caller runs the next forward. At most one job waits. The first error stops it; the caller
     sees it in `error`."""
 
@@ -317,7 +328,7 @@ class _BlockWriter:
                 continue
 
     def take_finished(self) -> dict[int, dict]:
-        """Blocks whose chunk files are written since the last call: block -> {chunk key: record} (none kept here)."""
+        """Blocks whose chunk files are durable since the last call: block -> {chunk key: record}."""
         with self._lock:
             done, self._finished = self._finished, {}
         return done
@@ -350,8 +361,10 @@ class _BlockWriter:
         _, block, start, stop, arrays = job
         for name, values in arrays.items():
             self.segment[name][start:stop] = to_storage(values, self.dtypes[name], name)
+        # The block's chunk files are durable (fsynced, their folders too) before the journal counts it.
+        written = self.segment.sync()
         with self._lock:
-            self._finished[block] = {}  # the block's chunk files are written: the journal may count it
+            self._finished[block] = {k: r.to_json() for k, r in written.items() if not k.endswith("zarr.json")}
 
 
 def _check_same_model(store: Store, facts: dict) -> None:
@@ -380,6 +393,21 @@ def _write_model_arrays(store: Store, lm: LoadedModel, storage_dtype: str) -> No
         "mlp_out_gain": np.stack([lm.adapter.mlp_out_gain(layer).cpu().numpy() for layer in layers]),
     }
     store.write_model_arrays(arrays, {"down_proj": storage_dtype, "mlp_out_gain": "float32"})
+
+
+def _block_intact(store: Store, run_id: str, files: dict) -> bool:
+    """Whether every chunk file a block's journal entry records is on disk with that size and checksum."""
+    if not isinstance(files, dict) or not files:
+        return False
+    for key, raw in files.items():
+        try:
+            record = FileRecord.from_json(raw, "journal")
+            data = store.files.read(f"segments/{run_id}.zarr/{key}", record.size)
+        except TnstoreError:
+            return False
+        if data is None or len(data) != record.size or digest(data) != record.xxh3:
+            return False
+    return True
 
 
 def to_storage(values: np.ndarray, dtype: str, name: str) -> np.ndarray:
