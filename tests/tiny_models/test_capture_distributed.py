@@ -42,9 +42,11 @@ def _env() -> dict[str, str]:
 
 
 def _files(store: Path) -> dict[str, str]:
-    """Hash of every file of the store's arrays (segments: chunks, zarr.json, run catalogs; model arrays)."""
+    """Hash of every file of the store's arrays (segments: chunks, zarr.json, run catalogs; model arrays). A
+    killed writer's half-written temp file (`.name.*.partial`, never renamed into place) is not part of it."""
     return {str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for sub in ("segments", "model") for p in sorted((store / sub).rglob("*")) if p.is_file()}
+            for sub in ("segments", "model") for p in sorted((store / sub).rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
 
 
 def _tables(store: Path) -> dict[str, list[dict]]:

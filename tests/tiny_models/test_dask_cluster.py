@@ -10,6 +10,7 @@ value (measured ~1e-16); η², F, p relative 1e-9; gathered activations (Mann-Wh
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,12 +55,9 @@ def client():
         yield c
 
 
-def _drop_group_stats(path: Path) -> None:
-    """Move the stored group_stats aside, so the next pass computes them instead of reusing them."""
-    folder = path / "tables" / "group_stats"
-    if folder.exists():
-        with Store.open(path).writing("test"):
-            folder.rename(folder.with_name(f"group_stats.{len(list(folder.parent.iterdir()))}"))
+def _copy(path: Path, tmp_path: Path, name: str) -> Path:
+    """A private copy of the captured store (no group_stats yet), so each pass computes its own statistics."""
+    return Path(shutil.copytree(path, tmp_path / name))
 
 
 def _stats(path: Path, stats_id: str) -> dict[str, np.ndarray]:
@@ -68,15 +66,14 @@ def _stats(path: Path, stats_id: str) -> dict[str, np.ndarray]:
     return {c: table.column(c).to_numpy() for c in ("layer", "neuron", "n", "shift", "sum", "sumsq")}
 
 
-def test_group_stats_on_the_cluster_equal_the_local_pass(store_path, client, monkeypatch):
-    _drop_group_stats(store_path)
-    local = tnstore.stats.groups(store_path)
-    local_stats = _stats(store_path, local.stats_id)
-    _drop_group_stats(store_path)
+def test_group_stats_on_the_cluster_equal_the_local_pass(store_path, client, monkeypatch, tmp_path):
+    here, there = _copy(store_path, tmp_path, "here"), _copy(store_path, tmp_path, "there")
+    local = tnstore.stats.groups(here)
+    local_stats = _stats(here, local.stats_id)
     monkeypatch.setattr(GS, "TASK_ROWS", 16)  # 15 tasks per layer: a two-level tree of merges, across segments
-    far = tnstore.stats.groups(store_path, scheduler=client)
+    far = tnstore.stats.groups(there, scheduler=client)
     assert far.stats_id == local.stats_id and not far.reused and far.group_counts == local.group_counts
-    far_stats = _stats(store_path, far.stats_id)
+    far_stats = _stats(there, far.stats_id)
     for column in ("layer", "neuron", "n", "shift"):
         np.testing.assert_array_equal(far_stats[column], local_stats[column])
     for column in ("sum", "sumsq"):
@@ -84,35 +81,34 @@ def test_group_stats_on_the_cluster_equal_the_local_pass(store_path, client, mon
         np.testing.assert_allclose(far_stats[column], local_stats[column], rtol=0, atol=1e-9 * scale)
 
 
-def test_corr_ratio_and_lang_neurons_on_the_cluster(store_path, client, monkeypatch):
-    def rows(table: str) -> dict[str, np.ndarray]:
-        t = Store.open(store_path).query(f"SELECT * FROM {table} ORDER BY ALL")
+def test_corr_ratio_and_lang_neurons_on_the_cluster(store_path, client, monkeypatch, tmp_path):
+    def rows(path: Path, table: str) -> dict[str, np.ndarray]:
+        t = Store.open(path).query(f"SELECT * FROM {table} ORDER BY ALL")
         return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
 
-    _drop_group_stats(store_path)
-    local = tnstore.stats.corr_ratio(store_path, label="language")
-    local_rows = rows("tn_corr_ratio")
-    local_lang = tnstore.stats.lang_neurons(store_path)
-    local_lang_rows = rows("lang_neurons")
+    here, there = _copy(store_path, tmp_path, "here"), _copy(store_path, tmp_path, "there")
+    local = tnstore.stats.corr_ratio(here, label="language")
+    local_rows = rows(here, "tn_corr_ratio")
+    local_lang = tnstore.stats.lang_neurons(here)
+    local_lang_rows = rows(here, "lang_neurons")
     monkeypatch.setattr(GS, "TASK_ROWS", 32)
-    # Reused stats: the Mann-Whitney activations are still gathered on the cluster.
-    far = tnstore.stats.corr_ratio(store_path, label="language", scheduler=client)
+    # Reused stats (the local pass's): the Mann-Whitney activations are still gathered on the cluster.
+    far = tnstore.stats.corr_ratio(here, label="language", scheduler=client)
     assert far.reused_stats and far.group_counts == local.group_counts
-    far_rows = rows("tn_corr_ratio")
+    far_rows = rows(here, "tn_corr_ratio")
     np.testing.assert_array_equal(far_rows["mwu_p"], local_rows["mwu_p"])
     for column in ("eta2", "anova_f", "anova_p"):
         np.testing.assert_allclose(far_rows[column], local_rows[column], rtol=1e-9)
     # Fresh stats on the cluster, the Mann-Whitney activations gathered in the same pass.
-    _drop_group_stats(store_path)
-    far = tnstore.stats.corr_ratio(store_path, label="language", scheduler=client)
+    far = tnstore.stats.corr_ratio(there, label="language", scheduler=client)
     assert not far.reused_stats
-    far_rows = rows("tn_corr_ratio")
+    far_rows = rows(there, "tn_corr_ratio")
     np.testing.assert_array_equal(far_rows["mwu_p"], local_rows["mwu_p"])
     for column in ("eta2", "anova_f", "anova_p"):
         np.testing.assert_allclose(far_rows[column], local_rows[column], rtol=1e-9)
-    far_lang = tnstore.stats.lang_neurons(store_path, scheduler=client)
+    far_lang = tnstore.stats.lang_neurons(there, scheduler=client)
     assert far_lang.counts_arrow.equals(local_lang.counts_arrow)
-    np.testing.assert_allclose(rows("lang_neurons")["eta2"], local_lang_rows["eta2"], rtol=1e-9)
+    np.testing.assert_allclose(rows(there, "lang_neurons")["eta2"], local_lang_rows["eta2"], rtol=1e-9)
 
 
 @pytest.mark.parametrize("type_", [1, 2])
