@@ -52,8 +52,6 @@ def capture(store: Path, ranks: int, args, cuda: bool, cores: int) -> dict:
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"{ranks} ranks failed:\n{done.stderr[-4000:]}")
-    import tnstore
-
     run = tnstore.open(store, mode="r").query("SELECT seconds, n_sentences, device FROM runs").to_pylist()[0]
     return {"ranks": ranks, "capture_s": run["seconds"], "wall_s": wall, "sentences": run["n_sentences"],
             "device": run["device"]}

@@ -20,7 +20,7 @@ import pytest
 
 import tnstore
 from tests.cli_runner import run_cli
-from tests.conftest import TATOEBA, capture_into
+from tests.conftest import TATOEBA
 from tests.stats_helpers import random_neurons, write_tn_set
 from tnstore.compute import cluster
 from tnstore.kernels import group_stats as GS
