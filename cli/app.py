@@ -10,7 +10,7 @@ import sys
 import tnstore  # noqa: F401  (sets the thread environment before torch or numpy is imported anywhere)
 import typer
 
-from tnstore.cli import capture_cmd, detect_cmd, latent_cmd, query_cmd, stats_cmd
+from tnstore.cli import capture_cmd, detect_cmd, latent_cmd, query_cmd, replay_cmd, stats_cmd
 from tnstore.cli.options import flag_for
 from tnstore.errors import ArgumentError, TnstoreError
 
@@ -26,6 +26,7 @@ query_cmd.register(app)
 detect_cmd.register(app)
 stats_cmd.register(app)
 latent_cmd.register(app)
+replay_cmd.register(app)
 
 
 def main() -> None:

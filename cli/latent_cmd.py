@@ -24,6 +24,12 @@ PairWhereOpt = Annotated[Optional[str], where_option(PLAIN, "the sentences pairs
 LayersOpt = Annotated[Optional[str], typer.Option("--layers", help=LAYERS_HELP)]
 FigureOpt = Annotated[Optional[Path], typer.Option("--figure", help=FIGURE_HELP)]
 LangOpt = Annotated[Optional[str], typer.Option("--lang", help=LANG_HELP)]
+ConditionsOpt = Annotated[Optional[str], typer.Option(
+    "--conditions", help="Compare conditions in one table: none (plain) and neuron-set names, e.g. none,SET,RANDOM: "
+    "the non-English side as replayed with the set deactivated (tnstore replay), English always plain; the summary "
+    "shows them side by side with each one's difference to none.")]
+PositionsOpt = Annotated[Optional[str], typer.Option(
+    "--positions", help="last | all: which replays a --conditions set reads, where it was replayed at both.")]
 
 latent_app = typer.Typer(help="Latent-space analyses (§3): PCA, dimensionality, centroids, mutual k-NN, "
                               "pair similarity, linear probe, trajectory.", no_args_is_help=True)
@@ -56,12 +62,20 @@ def _layers(text: Optional[str]) -> Optional[list[int]]:
     return index_list(text)
 
 
+def _conditions(text: Optional[str]) -> Optional[list[str]]:
+    from tnstore.cli.parsing import names
+
+    return names(text, "--conditions")
+
+
 def _lines(result: "LatentResult", figure: Optional[Path], names: list[str], value: str, title: str,
            ylabel: str) -> None:
     if figure is None:
         return
     from tnstore.figures.latent import layer_lines, series_from
 
+    if len(result.conditions) > 1:
+        names = ["condition"] + names
     typer.echo(f"figure: {layer_lines(series_from(result.table_arrow, names, value), figure, title, ylabel)}")
 
 
@@ -71,6 +85,8 @@ def pca_cmd(
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -78,7 +94,8 @@ def pca_cmd(
     _check(figure)
     from tnstore.analysis.latent import pca
 
-    result = pca(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = pca(store, where=where, split=split, layers=_layers(layers), conditions=_conditions(conditions),
+                 positions=positions, wait_seconds=wait)
     _report(result)
     if figure is not None:
         from tnstore.figures.latent import pca_scatter
@@ -95,6 +112,8 @@ def dims_cmd(
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -103,8 +122,8 @@ def dims_cmd(
     from tnstore.analysis.latent import dims
     from tnstore.cli.parsing import numbers
 
-    result = dims(store, numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers), center=center,
-                  wait_seconds=wait)
+    result = dims(store, numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers),
+                  center=center, conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang", "threshold"], "k", "dimensions reaching each σ² share", "k")
 
@@ -115,6 +134,8 @@ def centroids_cmd(
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -122,7 +143,8 @@ def centroids_cmd(
     _check(figure)
     from tnstore.analysis.latent import centroids
 
-    result = centroids(store, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = centroids(store, where=where, split=split, layers=_layers(layers), conditions=_conditions(conditions),
+                       positions=positions, wait_seconds=wait)
     _report(result)
     if figure is not None:
         import pyarrow.compute as pc
@@ -140,9 +162,13 @@ def knn_cmd(
     store: StoreArg,
     k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
     lang: LangOpt = None,
+    tie_seed: int = typer.Option(0, "--tie-seed", help="Seed of the random order of equal similarities (identical "
+                                 "states), drawn separately per side."),
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -151,7 +177,8 @@ def knn_cmd(
     from tnstore.analysis.latent import knn
     from tnstore.cli.parsing import numbers
 
-    result = knn(store, numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = knn(store, numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers),
+                 conditions=_conditions(conditions), positions=positions, tie_seed=tie_seed, wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang", "k"], "score", "mutual k-NN alignment (en vs L2)", "score")
 
@@ -163,6 +190,8 @@ def similarity_cmd(
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -170,7 +199,8 @@ def similarity_cmd(
     _check(figure)
     from tnstore.analysis.latent import similarity
 
-    result = similarity(store, lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = similarity(store, lang=lang, where=where, split=split, layers=_layers(layers),
+                        conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang", "array_name", "kind"], "mean_cos", "cos(en, L2): parallel vs non-parallel",
            "mean cosine")
@@ -185,6 +215,8 @@ def probe_cmd(
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -193,7 +225,7 @@ def probe_cmd(
     from tnstore.analysis.latent import probe
 
     result = probe(store, lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
-                   wait_seconds=wait)
+                   conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang"], "accuracy", "linear separability of parallel vs non-parallel pairs", "CV accuracy")
 
@@ -205,6 +237,8 @@ def trajectory_cmd(
     middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -212,6 +246,7 @@ def trajectory_cmd(
     _check(figure)
     from tnstore.analysis.latent import trajectory
 
-    result = trajectory(store, lang=lang, middle=middle, where=where, split=split, wait_seconds=wait)
+    result = trajectory(store, lang=lang, middle=middle, where=where, split=split,
+                        conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _lines(result, figure, ["lang"], "cos_to_path", "trajectory linearity of the centroid", "cos(T^l, P)")

@@ -6,6 +6,8 @@
     x = s.states("hidden", where="lang = 'ja' AND split = 'test'", layers=[10, 20])
     r = tnstore.detect(s, type=1, lang="ja", top=1000, layers=range(0, 19))
     tnstore.stats.corr_ratio(s, label="language")
+    tnstore.replay(s, sets=[r.set_id], split="test", langs=["ja"])   # the L2 side with the set deactivated
+    tnstore.latent.similarity(s, lang="ja", split="test", conditions=["none", r.set_id])
 
 Pipeline, one subpackage each: models (adapters per family) -> capture (one forward pass) -> store (Zarr +
 Parquet, schemas/) -> kernels (streaming numpy over Zarr chunks) -> analysis (results written back as tables)
@@ -37,6 +39,8 @@ _PUBLIC = {
     "States": ("tnstore.store.store", "States"),
     "Relation": ("tnstore.store.relation", "Relation"),
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
+    "replay": ("tnstore.capture.replay", "replay"),
+    "cross_lingual": ("tnstore.analysis.crossling", "cross_lingual"),
     "detect": ("tnstore.analysis.detect", "detect"),
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
