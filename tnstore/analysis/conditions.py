@@ -60,7 +60,8 @@ def resolve(store: Store, conditions: Sequence[str], where: str | None, split: s
     names = parse(conditions)
     if positions is not None and positions not in POSITIONS:
         raise ArgumentError("positions", f"{{arg}} {positions!r} is not one of {', '.join(POSITIONS)}")
-    base_scope = S.make_scope(where, split, default)  # validates where and split
+    base_scope = S.make_scope(where, split, default)
+    S.select(store, base_scope)  # an unknown split or a where that selects nothing is said as the analysis says it
     base = _BASES[default] if where is None else f"({base_scope.where})"
     out = []
     for name in names:

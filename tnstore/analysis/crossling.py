@@ -89,7 +89,7 @@ def cross_lingual(
     limit and the compute options go to the replays (see `tnstore.capture.replay.replay`).
     """
     from tnstore.analysis.neurons import find_set
-    from tnstore.capture.replay import POSITIONS, replay
+    from tnstore.capture.replay import POSITIONS, replay, source_rows
 
     if type not in TYPES:
         raise ArgumentError("type", f"{{arg}} {type!r} is not 1 or 2")
@@ -115,30 +115,29 @@ def cross_lingual(
                     storage_dtype=storage_dtype, batch_size=batch_size, wait_seconds=wait_seconds,
                     progress=progress, command=command)
 
-    plain = S.select(store, S.make_scope(S.PLAIN_PARALLEL, split, S.PLAIN_PARALLEL))
-    plain_key = {key: row for key, row in zip(_keys(plain), plain.rows.tolist())}
+    # The sentences of each L2: exactly those the replay covered (the first `limit` per language).
+    plain = source_rows(store, split, langs, "parallel", None, limit)
     records, counts = [], {}
     for l1, info in sets.items():
-        ablated = _replayed(store, info["set_id"], split, positions)
+        ablated = _replayed(store, info["set_id"], positions)
         report = int(info["layer_end"])
         indices = list(range(n_hidden)) if all_layers else [report if layer is None else int(layer)]
         for l2 in langs:
-            mine = ablated["lang"] == l2
-            keys, rows = ablated["key"][mine], ablated["row"][mine]
-            paired = [(plain_key[k], int(r)) for k, r in zip(keys, rows) if k in plain_key]
-            if not paired:
-                raise TnstoreError(f"no {l2} sentences of split {split} have both a plain capture and a replay with "
-                                   f"{info['set_id']}; run `tnstore replay {store.path} --split {split} --langs {l2} "
-                                   f"--sets {info['set_id']}`")
-            counts[l2] = len(paired)
-            plain_rows = np.array([p for p, _ in paired], dtype=np.int64)
-            ablated_rows = np.array([a for _, a in paired], dtype=np.int64)
+            mine = plain["lang"] == l2
+            plain_rows = plain["row"][mine].astype(np.int64)
+            ablated_rows = np.array([ablated.get(key, -1) for key in plain["identity"][mine]], dtype=np.int64)
+            if (ablated_rows < 0).any():  # replay() ran just now, so only a concurrent writer could cause this
+                raise TnstoreError(f"some {l2} sentences of split {split} have no replay with {info['set_id']}; run "
+                                   f"`tnstore replay {store.path} --split {split} --langs {l2} --sets "
+                                   f"{info['set_id']}`")
+            counts[l2] = len(plain_rows)
             for index in indices:
                 before = store.read_rows("hidden", plain_rows, index).astype(np.float64).mean(axis=0)
                 after = store.read_rows("hidden", ablated_rows, index).astype(np.float64).mean(axis=0)
                 records.append({"type": type, "input_lang": l2, "set_lang": l1, "set_id": info["set_id"],
                                 "split": split, "positions": positions, "hidden_index": index,
-                                "report_layer": index == report, "n": len(paired), "cosine": _cosine(before, after)})
+                                "report_layer": index == report, "n": len(plain_rows),
+                                "cosine": _cosine(before, after)})
     table = conform(TABLE, pa.Table.from_pylist(records))
     with store.writing("replay cross-lingual", wait_seconds):
         store.write_rows(TABLE, table)
@@ -146,32 +145,14 @@ def cross_lingual(
                               table, result)
 
 
-def _keys(sel: S.Selection) -> list[str]:
-    """Each selected row's sentence identity (tnstore.store.selection.identity) without its ablation."""
-    return _identity_of(sel.lang, sel.split, sel.kind, sel.pair_id)
-
-
-def _identity_of(lang: np.ndarray, split: np.ndarray, kind: np.ndarray, pair_id: np.ndarray) -> list[str]:
-    # Parallel sentences, the only kind App. I reads, are identified by their pair_id: no source line is needed.
-    n = len(lang)
-    col = {"lang": np.asarray(lang, dtype=object), "split": np.asarray(split, dtype=object),
-           "kind": np.asarray(kind, dtype=object), "pair_id": np.asarray(pair_id, dtype=object),
-           "source": np.full(n, "", dtype=object), "source_line": np.zeros(n, dtype=np.int64)}
-    return S.identity(col).tolist() if n else []
-
-
-def _replayed(store: Store, set_id: str, split: str, positions: str) -> dict[str, np.ndarray]:
-    """The rows replayed with `set_id` at `positions` (kind parallel, split), one per sentence (its lowest row)."""
-    split_sql, params = ("", [set_id, positions]) if split == S.ALL_SPLITS else (" AND s.split = ?",
-                                                                                 [set_id, positions, split])
+def _replayed(store: Store, set_id: str, positions: str) -> dict[str, int]:
+    """Sentence identity -> its lowest row replayed with `set_id` at `positions`."""
     found = store.query(
-        "SELECT s.row, s.lang, s.split, s.kind, s.pair_id FROM sentences s JOIN runs r USING (run_id) "
-        "WHERE s.ablation = ? AND r.ablation_scope = ? AND s.kind = 'parallel' AND s.pair_id IS NOT NULL"
-        f"{split_sql} ORDER BY s.row", params)
+        "SELECT s.row, s.lang, s.split, s.kind, s.pair_id, s.source, s.source_line FROM sentences s JOIN runs r "
+        "USING (run_id) WHERE s.ablation = ? AND r.ablation_scope = ? ORDER BY s.row DESC", [set_id, positions])
     col = {name: found.column(name).to_numpy(zero_copy_only=False) for name in found.column_names}
-    keys = np.asarray(_identity_of(col["lang"], col["split"], col["kind"], col["pair_id"]), dtype=object)
-    first = np.sort(np.unique(keys.astype(str), return_index=True)[1]) if len(keys) else np.zeros(0, np.int64)
-    return {"row": col["row"][first].astype(np.int64), "lang": col["lang"][first].astype(str), "key": keys[first]}
+    keys = S.identity(col) if found.num_rows else []
+    return {str(key): int(row) for key, row in zip(keys, col["row"])}  # descending: the lowest row wins
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

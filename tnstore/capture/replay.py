@@ -141,7 +141,7 @@ def replay(
     if len(set(names)) != len(names):
         raise ArgumentError("sets", f"{{arg}} {', '.join(names)} names a set twice")
 
-    source = _source_rows(store, split, langs, kind, where, limit)
+    source = source_rows(store, split, langs, kind, where, limit)
     selected = _count(source["lang"])
     todo: list[tuple["NeuronSet", str, str, np.ndarray, dict[str, int]]] = []
     runs: list[ReplayRun] = []
@@ -167,9 +167,10 @@ def replay(
 
 
 # ------------------------------------------------------------------------------------------------ internals
-def _source_rows(store: Store, split: str, langs: Sequence[str] | None, kind: str, where: str | None,
+def source_rows(store: Store, split: str, langs: Sequence[str] | None, kind: str, where: str | None,
                  limit: int | None) -> dict[str, np.ndarray]:
-    """The plain sentences to replay, one per sentence, ordered by language (first appearance) then row."""
+    """The plain sentences a replay covers, one per sentence, by language (in the order of `langs`; default every
+    language but English, sorted) then row: columns of `sentences` plus `identity` (tnstore.store.selection)."""
     if isinstance(langs, str):
         langs = [langs]
     predicate = S.PLAIN if where is None else f"({where}) AND {S.PLAIN}"
