@@ -153,7 +153,8 @@ def centroids_cmd(
 
         t = result.table_arrow
         result = LatentResult(result.table_name, result.analysis_ids,
-                              t.filter(pc.less(t["lang_a"], t["lang_b"])), result.summary_arrow)
+                              t.filter(pc.less(t["lang_a"], t["lang_b"])), result.summary_arrow, result.notes,
+                              result.conditions)
         _lines(result, figure, ["lang_a", "lang_b"], "cosine", "cosine of language centroids", "cosine")
 
 

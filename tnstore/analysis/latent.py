@@ -23,9 +23,9 @@ what the `where` route gives. Without `conditions`, `condition` names the ablati
 (`none` for plain captures only).
 
 Tables. Each analysis writes one part of its table, named by `analysis_id` = `<table>-<hash of the settings that
-define the result>` (where_sql, split, condition and e.g. lang). A run computes some layers (`layers`) and replaces exactly
-the rows of those layers (and of the k / thresholds it computed) in that part, keeping the others (the schema's
-`merge_on`), so every (settings, layer) has one current result.
+define the result>` (where_sql, split, condition and e.g. lang). A run computes some layers (`layers`) and replaces
+exactly the rows of those layers (and of the k / thresholds it computed) in that part, keeping the others (the
+schema's `merge_on`), so every (settings, layer) has one current result.
 """
 from __future__ import annotations
 

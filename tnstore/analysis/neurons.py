@@ -132,8 +132,8 @@ def find_set(store: Store, like: Mapping[str, object], top: int | None = None) -
     if len(matches) > 1:
         ids = ", ".join(s["set_id"] for s in matches)
         raise ArgumentError(
-            "like", f"{len(matches)} transfer-neuron sets match {spec} ({ids}); narrow {{arg}} with top, dist, split or "
-                    "layers")
+            "like", f"{len(matches)} transfer-neuron sets match {spec} ({ids}); narrow {{arg}} with top, dist, split "
+                    "or layers")
     return {**matches[0], "table": "transfer_neurons"}
 
 
@@ -179,8 +179,10 @@ def check_new_name(store: Store, name: str, replace_origins: tuple[str, ...] = (
         raise ArgumentError("name", f"{{arg}} {name!r} is a transfer-neuron set_id of this store; choose another name")
     origins = store.sql("SELECT DISTINCT origin FROM neuron_sets WHERE name = ?", [name]).arrow().column(0).to_pylist()
     if origins and not replace and not set(origins) <= set(replace_origins):
-        raise ArgumentError("name", f"{{arg}} {name!r} is already a stored neuron set ({', '.join(map(str, origins))}); "
-                                    "choose another name" + ("" if replace_origins else " or pass {arg:replace}"))
+        held = ", ".join(map(str, origins))
+        also = "" if replace_origins else " or pass {arg:replace}"
+        raise ArgumentError("name", f"{{arg}} {name!r} is already a stored neuron set ({held}); choose another name"
+                                    + also)
 
 
 def import_set(
@@ -266,8 +268,9 @@ def _set_columns(path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarray, n
     """(layers, neurons) as int64 and each row's line in the file (CSV: header = line 1)."""
     missing = [c for c in ("layer", "neuron") if c not in table.column_names]
     if missing:
-        raise TnstoreError(f"{path} has no column {' or '.join(missing)} (it has {', '.join(table.column_names) or 'none'}); "
-                           "a neuron set file has integer columns layer and neuron")
+        has = ", ".join(table.column_names) or "none"
+        raise TnstoreError(f"{path} has no column {' or '.join(missing)} (it has {has}); a neuron set file has "
+                           "integer columns layer and neuron")
     if table.num_rows == 0:
         raise TnstoreError(f"{path} holds no neurons")
     first_line = 2 if path.suffix.lower() == ".csv" else 1

@@ -274,8 +274,9 @@ def _run(store: Store, lm: "LoadedModel", neuron_set: "NeuronSet", positions: st
     replayed = _count(source["lang"][at])
     where = f", where {options['where']!r}" if options["where"] else ""
     limit = f", first {options['limit']} per language" if options["limit"] else ""
-    description = (f"replay of {len(rows)} plain sentences of this store ({', '.join(f'{k} {v}' for k, v in replayed.items())}; "
-                   f"split {split}, kind {kind}{where}{limit})")
+    counts = ", ".join(f"{lang} {n}" for lang, n in replayed.items())
+    description = (f"replay of {len(rows)} plain sentences of this store ({counts}; split {split}, kind {kind}"
+                   f"{where}{limit})")
     settings = CaptureSettings(
         split=split, limit=options["limit"], batch_size=options["batch_size"], block_rows=options["chunk_rows"],
         storage_dtype=options["storage_dtype"], command=options["command"], wait_seconds=options["wait_seconds"],
