@@ -27,19 +27,35 @@ def fmt(v: float | None, digits: int = 4) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
+NOISE = 1e-3  # a random-baseline drop below this is no measurable drop: a ratio to it means nothing
+
+
+def middle(n_hidden: int) -> range:
+    """The middle half of the layer outputs (hidden indices round(L/4) .. round(3L/4))."""
+    n_layers = n_hidden - 1
+    return range(round(n_layers / 4), round(3 * n_layers / 4) + 1)
+
+
 def drops(store, sql: str, lang: str, tn: str, rand: str, params: list) -> list[str]:
     rows = store.query(sql, params).to_pylist()
     by = {(r["condition"], r["hidden_index"]): r["v"] for r in rows}
     out = ["| hidden index | none | TN | random | drop TN | drop random | ratio |",
            "|---:|---:|---:|---:|---:|---:|---:|"]
-    for index in sorted({i for _, i in by}):
+    indices = sorted({i for _, i in by})
+    kept = {}
+    for index in indices:
         none, a, b = by.get(("none", index)), by.get((tn, index)), by.get((rand, index))
         if None in (none, a, b):
             continue
         da, db = none - a, none - b
-        ratio = da / db if abs(db) > 1e-12 else None
-        out.append(f"| {index} | {fmt(none)} | {fmt(a)} | {fmt(b)} | {fmt(da)} | {fmt(db)} | "
-                   f"{'' if ratio is None else f'{ratio:.1f}'} |")
+        kept[index] = (da, db)
+        ratio = f"{da / db:.0f}" if db >= NOISE else f"(random < {NOISE:g})"
+        out.append(f"| {index} | {fmt(none)} | {fmt(a)} | {fmt(b)} | {fmt(da)} | {fmt(db)} | {ratio} |")
+    mid = [i for i in middle(max(indices) + 1) if i in kept]
+    ma = sum(kept[i][0] for i in mid) / len(mid)
+    mb = sum(kept[i][1] for i in mid) / len(mid)
+    ratio = f"{ma / mb:.0f}" if mb >= NOISE else f"(random < {NOISE:g})"
+    out.append(f"| mean {mid[0]}..{mid[-1]} | | | | {fmt(ma)} | {fmt(mb)} | {ratio} |")
     return out
 
 

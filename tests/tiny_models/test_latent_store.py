@@ -157,6 +157,10 @@ def test_knn_matches_the_definition_for_every_l2(store_path):
         assert (r["n_duplicate_en"], r["n_duplicate_l2"]) == (
             sum(c for c in np.unique(en, axis=0, return_counts=True)[1] if c > 1),
             sum(c for c in np.unique(l2, axis=0, return_counts=True)[1] if c > 1))
+        assert r["n_identical_pairs"] == sum(bool(np.all(a == b)) for a, b in zip(en, l2))
+    notes = " ".join(result.notes)
+    if any(r["n_duplicate_en"] for r in table):  # byte-level tokens: questions ending alike share a state
+        assert "equal similarities are ordered at random (tie_seed 0" in notes
 
 
 def test_similarity_of_parallel_and_nonparallel_pairs(store_path):

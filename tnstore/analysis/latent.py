@@ -460,7 +460,7 @@ def _knn(store: Store, scope: Scope, condition: str | None, indices: list[int], 
                                      f"({scope.describe()}), so a sentence has {len(pairs) - 1} neighbours; "
                                      f"choose k <= {len(pairs) - 1}")
         selected[l2] = pairs
-    parts, shown, duplicates = {}, [], []
+    parts, shown, duplicates, identical = {}, [], [], []
     for l2, pairs in selected.items():
         aid = analysis_id("latent_knn", where=scope.where, split=scope.split, condition=condition, lang=l2,
                           tie_seed=tie_seed)
@@ -468,20 +468,27 @@ def _knn(store: Store, scope: Scope, condition: str | None, indices: list[int], 
         for index in indices:
             en, other = pair_states(store, "hidden", pairs, index)
             n_en, n_l2 = K.n_duplicates(en), K.n_duplicates(other)
+            same = int(np.all(en == other, axis=1).sum())
             scores = K.mutual_knn(en, other, ks, tie_seed)
             records += [{"hidden_index": index, "k": k, "score": float(s), "n_duplicate_en": n_en,
-                         "n_duplicate_l2": n_l2} for k, s in zip(ks, scores)]
+                         "n_duplicate_l2": n_l2, "n_identical_pairs": same} for k, s in zip(ks, scores)]
             if n_en or n_l2:
-                duplicates.append(f"{index} (en {n_en}, {l2} {n_l2})")
+                duplicates.append(f"en-{l2} hidden index {index}: en {n_en}, {l2} {n_l2}")
+            if same:
+                identical.append(f"en-{l2} hidden index {index}: {same} of {len(pairs)}")
         parts[aid] = _records_table("latent_knn", aid, scope, condition, records, lang=l2, n_pairs=len(pairs),
                                     tie_seed=tie_seed)
         shown += [{"hidden_index": r["hidden_index"], "col": f"{l2} k={r['k']}", "v": r["score"]} for r in records]
     notes = [f"parallel pairs: {', '.join(f'en-{l2} {len(p)}' for l2, p in selected.items())}; neighbours by "
              "cosine similarity among the other sentences of the same language"]
     if duplicates:
-        notes.append(f"identical states (states equal to another of the same side) at hidden index "
-                     f"{', '.join(duplicates)}: equal similarities are ordered at random (tie_seed {tie_seed}, drawn "
-                     "separately per side), so identical states count no more than chance")
+        notes.append(f"states identical to another of the same side ({'; '.join(duplicates)}): equal similarities "
+                     f"are ordered at random (tie_seed {tie_seed}, drawn separately per side), so identical states "
+                     "count no more than chance")
+    if identical:
+        notes.append(f"pairs whose two sides are the same state, e.g. the same last token at the embeddings "
+                     f"({'; '.join(identical)}): their neighbourhoods coincide wherever other pairs share states too, "
+                     "so the score there measures shared tokens more than alignment")
     notes += [f"skipped {s}" for s in skipped]
     return _Run(condition, parts, shown, _pivot(shown, "hidden_index", "col", "v"), notes)
 
