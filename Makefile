@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tnstore demo --store demo-store
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The report's browser test (tests/tiny_models/test_report_browser.py) opens it in Debian's chromium: installed here
+# where it is missing and the machine allows (root and apt-get); elsewhere that test fails saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the report's browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	      || echo "apt-get could not install chromium: the report's browser test will fail"; \
+	  else \
+	    echo "chromium is missing and cannot be installed here (needs root and apt-get): the report's browser test will fail"; \
+	  fi; }
 
 bench: $(STAMP)
 	$(PY) bench/bench_capture.py
 
 clean:
-	rm -rf demo-store
+	rm -rf demo-store demo-store-report.html

@@ -10,7 +10,8 @@ import sys
 import tnstore  # noqa: F401  (sets the thread environment before torch or numpy is imported anywhere)
 import typer
 
-from tnstore.cli import capture_cmd, detect_cmd, latent_cmd, query_cmd, replay_cmd, stats_cmd
+from tnstore.cli import (capture_cmd, detect_cmd, eval_cmd, latent_cmd, plot_cmd, query_cmd, replay_cmd, report_cmd,
+                         stats_cmd)
 from tnstore.cli.options import flag_for
 from tnstore.errors import ArgumentError, TnstoreError
 
@@ -27,6 +28,9 @@ detect_cmd.register(app)
 stats_cmd.register(app)
 latent_cmd.register(app)
 replay_cmd.register(app)
+plot_cmd.register(app)
+report_cmd.register(app)
+eval_cmd.register(app)
 
 
 def main() -> None:

@@ -22,14 +22,14 @@ def demo_corpus_path() -> Path:
 
 def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
     t0 = time.perf_counter()
-    echo(f"1/4 capture: {model} over the built-in demo corpus (first use converts the model once)")
+    echo(f"1/5 capture: {model} over the built-in demo corpus (first use converts the model once)")
     echo("    " + capture_corpus(store=store, corpus=demo_corpus_path(), model=model, split="train", storage_dtype="float16",
                           progress=True, command=f"tnstore demo --model {model}").describe())
     _show(store, echo, "Sentences per language", load_query("sentences_by_lang"))
 
     from tnstore.analysis.detect import detect
 
-    echo("2/4 detect: Type-1 and Type-2 transfer neurons for every language (top 1000)")
+    echo("2/5 detect: Type-1 and Type-2 transfer neurons for every language (top 1000)")
     for lang in DEMO_LANGS:
         for tn_type in (1, 2):
             result = detect(store, type=tn_type, lang=lang, top=1000)
@@ -40,14 +40,26 @@ def run_demo(store: Path, model: str, echo: Callable[[str], None]) -> None:
 
     from tnstore.analysis.stats import corr_ratio, jaccard
 
-    echo("3/4 stats: correlation ratio of every TN with its language, Jaccard overlap of the sets")
+    echo("3/5 stats: correlation ratio of every TN with its language, Jaccard overlap of the sets")
     corr_ratio(store, label="language", progress=False)
     jaccard(store, type=1, top=1000)
     _show(store, echo, "Mean eta^2 of the top-10/100/1000 TNs vs the language label", load_query("tn_summary"),
           "lang, type, eta2_top10, eta2_top100, eta2_top1000, sig_eta2_gt_0_1, sig_eta2_gt_0_25")
     _show(store, echo, "Jaccard overlap of top-1000 Type-1 sets", load_query("jaccard"),
           "lang_a, lang_b, n_intersection, jaccard", "layer IS NULL")
-    echo(f"4/4 done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
+    from tnstore.analysis import latent
+    from tnstore.report import build
+
+    echo("4/5 latent space (PCA, dimensionality, centroids, k-NN, trajectory) and the report")
+    for analysis in (latent.pca, latent.dims, latent.centroids, latent.knn, latent.trajectory):
+        analysis(store)
+    report = build(store, Path(store).with_name(Path(store).name + "-report.html"))
+    echo(f"    report: {report.path.resolve()} ({report.figures} figures, {report.seconds:.1f} s); open it in a browser")
+    from tnstore.eval.demo import demo_qa
+
+    echo("5/5 eval: built-in questions answered with the Type-1 set deactivated at the prompt vs none and random")
+    demo_qa(store, echo)
+    echo(f"done in {time.perf_counter() - t0:.0f} s. Explore with: tnstore sql {store} \"SELECT * FROM transfer_neurons LIMIT 5\"")
 
 
 def _show(store: Path, echo: Callable[[str], None], title: str, query: str, columns: str = "*",

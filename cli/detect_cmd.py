@@ -124,4 +124,4 @@ def neurons_list(store: StoreArg, fmt: FormatOpt = "table") -> None:
     from tnstore.cli.render import render
 
     choice(fmt, ("table", "csv", "json"), "--format")
-    typer.echo(render(list_sets(store), fmt, max_rows=1000), nl=False)
+    typer.echo(render(list_sets(store).arrow(), fmt, max_rows=1000), nl=False)

@@ -1,5 +1,5 @@
 """`tnstore latent ...`: the latent-space analyses of method §3 (App. B, C, E). Each command writes its table and
-prints a per-layer summary; the work is in tnstore.analysis.latent, the figures in tnstore.figures.latent."""
+prints a per-layer summary; the work is in tnstore.analysis.latent, the figures (--figure) in tnstore.figures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
 def _check(figure: Optional[Path]) -> None:
     if figure is not None:
-        from tnstore.figures.latent import check_figure_path
+        from tnstore.figures.output import check_figure_path
 
         check_figure_path(figure)
 
@@ -68,15 +68,15 @@ def _conditions(text: Optional[str]) -> Optional[list[str]]:
     return names(text, "--conditions")
 
 
-def _lines(result: "LatentResult", figure: Optional[Path], names: list[str], value: str, title: str,
-           ylabel: str) -> None:
+def _figure(store: Path, result: "LatentResult", figure: Optional[Path], name: str, **options: object) -> None:
+    """Draw this run's rows as figure type `name` of tnstore.figures (the same figure `tnstore plot` draws)."""
     if figure is None:
         return
-    from tnstore.figures.latent import layer_lines, series_from
+    from tnstore.figures.output import draw_table, save
+    from tnstore.store.store import Store
 
-    if len(result.conditions) > 1:
-        names = ["condition"] + names
-    typer.echo(f"figure: {layer_lines(series_from(result.table_arrow, names, value), figure, title, ylabel)}")
+    model = str(Store.open(store, mode="r").model_facts.get("model_spec", "?"))
+    typer.echo(f"figure: {save(draw_table(name, result.table_arrow, model, **options), figure)}")
 
 
 @latent_app.command("pca")
@@ -97,10 +97,7 @@ def pca_cmd(
     result = pca(store, where=where, split=split, layers=_layers(layers), conditions=_conditions(conditions),
                  positions=positions, wait_seconds=wait)
     _report(result)
-    if figure is not None:
-        from tnstore.figures.latent import pca_scatter
-
-        typer.echo(f"figure: {pca_scatter(result.table_arrow, figure)}")
+    _figure(store, result, figure, "pca")
 
 
 @latent_app.command("dims")
@@ -125,7 +122,7 @@ def dims_cmd(
     result = dims(store, numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers),
                   center=center, conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
-    _lines(result, figure, ["lang", "threshold"], "k", "dimensions reaching each σ² share", "k")
+    _figure(store, result, figure, "dims")
 
 
 @latent_app.command("centroids")
@@ -146,16 +143,7 @@ def centroids_cmd(
     result = centroids(store, where=where, split=split, layers=_layers(layers), conditions=_conditions(conditions),
                        positions=positions, wait_seconds=wait)
     _report(result)
-    if figure is not None:
-        import pyarrow.compute as pc
-
-        from tnstore.analysis.latent import LatentResult
-
-        t = result.table_arrow
-        result = LatentResult(result.table_name, result.analysis_ids,
-                              t.filter(pc.less(t["lang_a"], t["lang_b"])), result.summary_arrow, result.notes,
-                              result.conditions)
-        _lines(result, figure, ["lang_a", "lang_b"], "cosine", "cosine of language centroids", "cosine")
+    _figure(store, result, figure, "centroids")
 
 
 @latent_app.command("knn")
@@ -181,7 +169,7 @@ def knn_cmd(
     result = knn(store, numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers),
                  conditions=_conditions(conditions), positions=positions, tie_seed=tie_seed, wait_seconds=wait)
     _report(result)
-    _lines(result, figure, ["lang", "k"], "score", "mutual k-NN alignment (en vs L2)", "score")
+    _figure(store, result, figure, "knn")
 
 
 @latent_app.command("similarity")
@@ -203,8 +191,7 @@ def similarity_cmd(
     result = similarity(store, lang=lang, where=where, split=split, layers=_layers(layers),
                         conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
-    _lines(result, figure, ["lang", "array_name", "kind"], "mean_cos", "cos(en, L2): parallel vs non-parallel",
-           "mean cosine")
+    _figure(store, result, figure, "similarity")
 
 
 @latent_app.command("probe")
@@ -228,7 +215,7 @@ def probe_cmd(
     result = probe(store, lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
                    conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
-    _lines(result, figure, ["lang"], "accuracy", "linear separability of parallel vs non-parallel pairs", "CV accuracy")
+    _figure(store, result, figure, "probe")
 
 
 @latent_app.command("trajectory")
@@ -250,4 +237,4 @@ def trajectory_cmd(
     result = trajectory(store, lang=lang, middle=middle, where=where, split=split,
                         conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
-    _lines(result, figure, ["lang"], "cos_to_path", "trajectory linearity of the centroid", "cos(T^l, P)")
+    _figure(store, result, figure, "trajectory")

@@ -8,10 +8,12 @@
     tnstore.stats.corr_ratio(s, label="language")
     tnstore.replay(s, sets=[r.set_id], split="test", langs=["ja"])   # the L2 side with the set deactivated
     tnstore.latent.similarity(s, lang="ja", split="test", conditions=["none", r.set_id])
+    tnstore.figures.plot(s, "tn-layers", "figs/")              # the paper's figures from the store's tables
+    tnstore.report.build(s, "report.html")                     # one self-contained HTML report
 
 Pipeline, one subpackage each: models (adapters per family) -> capture (one forward pass) -> store (Zarr +
 Parquet, schemas/) -> kernels (streaming numpy over Zarr chunks) -> analysis (results written back as tables)
--> queries (SQL) -> cli / figures. Importing tnstore loads none of torch, duckdb, zarr or polars: each public name
+-> queries (SQL) -> cli / figures / report. Importing tnstore loads none of torch, duckdb, zarr or polars: each public name
 is imported on first use.
 """
 import os as _os
@@ -45,7 +47,10 @@ _PUBLIC = {
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
     "latent": ("tnstore.analysis.latent", None),
+    "eval": ("tnstore.eval", None),
     "queries": ("tnstore.queries", None),
+    "figures": ("tnstore.figures", None),
+    "report": ("tnstore.report", None),
     "TnstoreError": ("tnstore.errors", "TnstoreError"),
     "ArgumentError": ("tnstore.errors", "ArgumentError"),
     "SqlError": ("tnstore.errors", "SqlError"),

@@ -150,6 +150,7 @@ def test_random_baseline_is_stored_like_its_set(store):
     assert set(zip(other.layers.tolist(), other.neurons.tolist())) != picked
 
     listing = {r["name"]: r for r in list_sets(store).to_pylist()}
+    assert list_sets(store).pl().height == len(listing)
     assert listing["type1_ja_train_cosine_layers0-3_top40"]["n"] == 40
     assert listing["baseline-b"]["origin"] == "random" and listing["baseline-b"]["seed"] == 4
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,9 @@ from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.deactivation import NeuronSet
 from tnstore.store.schema import SAFE_NAME
 from tnstore.store.store import Store, open_store
+
+if TYPE_CHECKING:
+    from tnstore.store.relation import Relation
 
 LIKE_KEYS = ("type", "lang", "split", "dist", "layers", "top", "set")
 DEFAULT_SEED = 42  # the authors' (method §9)
@@ -309,9 +312,10 @@ def _check_pairs(path: Path, layers: np.ndarray, neurons: np.ndarray, lines: np.
 
 
 
-def list_sets(store: "str | Path | Store") -> pa.Table:
-    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes (Arrow)."""
-    return open_store(store, mode="r").query(LIST_SQL)
+def list_sets(store: "str | Path | Store") -> "Relation":
+    """One row per stored set: transfer-neuron sets (origin 'detect') and named sets, with their sizes; a lazy
+    relation (`.pl()`, `.arrow()`)."""
+    return open_store(store, mode="r").sql(LIST_SQL)
 
 
 def load_set(store: Store, name: str, arg: str = "name") -> NeuronSet:

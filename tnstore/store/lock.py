@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tnstore.errors import TnstoreError
+from tnstore.errors import ArgumentError
 
 
 @contextmanager
@@ -29,8 +29,9 @@ def writer_lock(lock_path: Path, purpose: str, wait_seconds: float = 0.0) -> Ite
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = _read_holder(lock_path)
-                    raise TnstoreError(
-                        f"store {lock_path.parent} is busy ({holder}); wait for it to finish or pass --wait SECONDS"
+                    raise ArgumentError(
+                        "wait_seconds",
+                        f"store {lock_path.parent} is busy ({holder}); wait for it to finish or pass {{arg}} SECONDS"
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
