@@ -109,9 +109,7 @@ def replay(
     store's own model (another spec must hold the same weights); storage_dtype None = the store's.
     """
     from tnstore.analysis.neurons import PLAIN_CONDITION, load_set
-    from tnstore.capture.runner import check_storage_dtype
     from tnstore.models.deactivation import NeuronSet
-    from tnstore.models.registry import check_model_spec
 
     if positions not in POSITIONS:
         raise ArgumentError("positions", f"{{arg}} {positions!r} is not one of {', '.join(POSITIONS)}")
@@ -128,9 +126,7 @@ def replay(
     store = open_store(store)
     facts = store.model_facts
     storage_dtype = storage_dtype or str(facts["storage_dtype"])
-    check_storage_dtype(storage_dtype)
     spec = model or str(facts["model_spec"])
-    check_model_spec(spec, device, dtype)
     neuron_sets = []
     for item in sets:
         chosen = item if isinstance(item, NeuronSet) else load_set(store, str(item), arg="sets")
@@ -158,6 +154,12 @@ def replay(
     if not todo:
         return ReplayResult(store.path, positions, selected, runs)
 
+    # Checked here, not earlier: these import torch, which a replay that reuses everything never needs.
+    from tnstore.capture.runner import check_storage_dtype
+    from tnstore.models.registry import check_model_spec
+
+    check_storage_dtype(storage_dtype)
+    check_model_spec(spec, device, dtype)
     lm = _load(spec, device, dtype, facts)
     for neuron_set, group_split, group_kind, fresh, reused in todo:
         runs.append(_run(store, lm, neuron_set, positions, group_split, group_kind, source, fresh, reused,
