@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def capture(
-    store: Path = typer.Option(..., "--store", help="Store directory (created if missing, appended to otherwise)."),
+    store: str = typer.Option(..., "--store", help="Store directory (created if missing, appended to otherwise)."),
     corpus: Path = typer.Option(..., "--corpus", help="JSONL, CSV or Parquet corpus."),
     model: str = typer.Option("gemma-3-270m", "--model", help="gemma-3-270m, smollm2-135m, tiny-<family>, a .gguf, a folder or an HF id."),
     split: str = typer.Option("train", "--split", help="Split label stored with every sentence."),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import FormatOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt
+from tnstore.cli.options import FormatOpt, ResultsOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt, store_at
 
 SHOWN = 5  # top neurons printed after a detection
 
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
 
 def detect(
     store: StoreArg,
+    results: ResultsOpt = None,
     type_: int = typer.Option(
         ..., "--type", help="1: L2 -> shared space (early layers); 2: shared space -> L2 (late layers)."),
     lang: str = typer.Option(..., "--lang", help="The L2, as stored in sentences.lang (e.g. ja)."),
@@ -38,7 +39,7 @@ def detect(
     from tnstore.analysis.detect import detect as run_detect
     from tnstore.cli.parsing import layer_range
 
-    result = run_detect(store, type=type_, lang=lang, top=top, layers=layer_range(layers), split=split, where=where,
+    result = run_detect(store_at(store, results), type=type_, lang=lang, top=top, layers=layer_range(layers), split=split, where=where,
                         dist=dist, wait_seconds=wait)
     s = result.settings
     pairs = f", {result.n_pairs} en-{s.lang} pairs" if s.type == 1 else ""
@@ -55,6 +56,7 @@ def detect(
 @neurons_app.command("random")
 def neurons_random(
     store: StoreArg,
+    results: ResultsOpt = None,
     like: str = typer.Option(..., "--like", help="The transfer-neuron set to mimic: type=1,lang=ja "
                              "[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]."),
     top: Optional[int] = typer.Option(None, "--top", help="Pick the set with this top-n when several match."),
@@ -69,8 +71,8 @@ def neurons_random(
     from tnstore.analysis.neurons import random_baseline
     from tnstore.cli.parsing import like as parse_like
 
-    drawn = random_baseline(store, parse_like(like), top=top, seed=seed, name=name, match_layers=match_layers,
-                            wait_seconds=wait)
+    drawn = random_baseline(store_at(store, results), parse_like(like), top=top, seed=seed, name=name,
+                            match_layers=match_layers, wait_seconds=wait)
     where = "the same count in each of its layers" if drawn.match_layers else \
         f"layers {drawn.layer_start}:{drawn.layer_end}"
     typer.echo(f"stored {len(drawn.layers)} random neurons from {where} (excluding {drawn.like_set_id}, seed "
@@ -80,6 +82,7 @@ def neurons_random(
 @neurons_app.command("import")
 def neurons_import(
     store: StoreArg,
+    results: ResultsOpt = None,
     file: Path = typer.Argument(..., help="CSV or Parquet file with integer columns layer (0-based decoder layer) "
                                 "and neuron; other columns are ignored."),
     name: str = typer.Option(..., "--name", help="Name of the stored set (used by --sets, --conditions, --ablate)."),
@@ -96,8 +99,8 @@ def neurons_import(
     from tnstore.analysis.neurons import import_set
     from tnstore.cli.parsing import layer_range
 
-    got = import_set(store, file, name, lang=lang, type=type_, layers=layer_range(layers), replace=replace,
-                     wait_seconds=wait)
+    got = import_set(store_at(store, results), file, name, lang=lang, type=type_, layers=layer_range(layers),
+                     replace=replace, wait_seconds=wait)
     per_layer = ", ".join(f"{int(l)}: {int(n)}" for l, n in zip(*np.unique(got.layers, return_counts=True)))
     typer.echo(f"stored {len(got.layers)} neurons from {got.source} as neuron set {got.name} (digest {got.digest}; "
                f"per layer {per_layer})")
@@ -106,22 +109,23 @@ def neurons_import(
 @neurons_app.command("export")
 def neurons_export(
     store: StoreArg,
+    results: ResultsOpt = None,
     name: str = typer.Argument(..., help="A neuron set name or transfer-neuron set_id (see `tnstore neurons list`)."),
     out: Path = typer.Option(..., "--out", help="File to write: .csv or .parquet."),
 ) -> None:
     """Write a stored set to a file (layer, neuron; rank and score for a transfer-neuron set)."""
     from tnstore.analysis.neurons import export_set
 
-    got = export_set(store, name, out)
+    got = export_set(store_at(store, results), name, out)
     typer.echo(f"wrote {got.n} neurons of {got.name} ({got.origin}, digest {got.digest}) to {got.path}")
 
 
 @neurons_app.command("list")
-def neurons_list(store: StoreArg, fmt: FormatOpt = "table") -> None:
+def neurons_list(store: StoreArg, fmt: FormatOpt = "table", results: ResultsOpt = None) -> None:
     """Stored neuron sets: transfer-neuron sets from detect and named sets (random baselines)."""
     from tnstore.analysis.neurons import list_sets
     from tnstore.cli.parsing import choice
     from tnstore.cli.render import render
 
     choice(fmt, ("table", "csv", "json"), "--format")
-    typer.echo(render(list_sets(store).arrow(), fmt, max_rows=1000), nl=False)
+    typer.echo(render(list_sets(store_at(store, results)).arrow(), fmt, max_rows=1000), nl=False)

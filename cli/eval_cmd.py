@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import FormatOpt, StoreArg, WaitOpt
+from tnstore.cli.options import FormatOpt, ResultsOpt, StoreArg, WaitOpt, store_at
 
 eval_app = typer.Typer(name="eval", no_args_is_help=True,
                        help="Generation and downstream evaluation (MKQA QA, MMLU-ProX, open-ended) under deactivation.")
@@ -40,6 +40,7 @@ def _stops(text: str | None) -> list[str]:
 @eval_app.command("qa")
 def qa(
     store: StoreArg,
+    results: ResultsOpt = None,
     data: Path = typer.Option(..., "--data", help="MKQA release file (.jsonl or .jsonl.gz)."),
     langs: str = typer.Option(..., "--langs", help="Comma-separated MKQA language codes, e.g. ja,nl,ko,it."),
     conditions: str = ConditionsOpt,
@@ -59,7 +60,8 @@ def qa(
     from tnstore.cli.render import render
     from tnstore.eval.question_answering import qa as run_qa
 
-    result = run_qa(store, data, langs=_list(langs), conditions=_list(conditions), positions=positions,
+    result = run_qa(
+        store_at(store, results), data, langs=_list(langs), conditions=_list(conditions), positions=positions,
                     max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size, template=template,
                     chat_template=chat_template, keep_all=keep_all, stop_strings=_stops(stop), model=model,
                     device=device, dtype=dtype, wait_seconds=wait, progress=not quiet)
@@ -97,6 +99,7 @@ def score(
 @eval_app.command("mc")
 def mc(
     store: StoreArg,
+    results: ResultsOpt = None,
     data: Path = typer.Option(..., "--data", help="MMLU-ProX records (JSONL) in one language."),
     lang: str = typer.Option(..., "--lang", help="The records' language (en, ja, ko, zh, it, nl)."),
     conditions: str = ConditionsOpt,
@@ -116,7 +119,8 @@ def mc(
     from tnstore.cli.render import render
     from tnstore.eval.multiple_choice import mc as run_mc
 
-    result = run_mc(store, data, lang, conditions=_list(conditions), method=method, shots=shots, fewshot=fewshot,
+    result = run_mc(
+        store_at(store, results), data, lang, conditions=_list(conditions), method=method, shots=shots, fewshot=fewshot,
                     positions=positions, max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size,
                     model=model, device=device, dtype=dtype, wait_seconds=wait, progress=not quiet)
     typer.echo(f"eval {result.eval_id}: {result.generated} questions answered, {result.resumed} already stored, "
@@ -128,6 +132,7 @@ def mc(
 @eval_app.command("generate")
 def generate(
     store: StoreArg,
+    results: ResultsOpt = None,
     prompts: Path = typer.Option(..., "--prompts", help="JSONL: {id, lang, prompt} or {id, <lang>: <prompt>, ...}."),
     langs: str = typer.Option(..., "--langs", help="Comma-separated languages of the prompts to run."),
     conditions: str = ConditionsOpt,
@@ -144,7 +149,8 @@ def generate(
     from tnstore.cli.render import render
     from tnstore.eval.open_ended import generate as run_generate
 
-    result = run_generate(store, prompts, langs=_list(langs), conditions=_list(conditions), positions=positions,
+    result = run_generate(
+        store_at(store, results), prompts, langs=_list(langs), conditions=_list(conditions), positions=positions,
                           max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size,
                           chat_template=chat_template, stop_strings=_stops(stop), model=model, device=device,
                           dtype=dtype, wait_seconds=wait, progress=not quiet)
@@ -157,6 +163,7 @@ def generate(
 @eval_app.command("show")
 def show(
     store: StoreArg,
+    results: ResultsOpt = None,
     item_id: str = typer.Argument(..., help="The prompt's or question's id (item_id in eval_generations)."),
     lang: Optional[str] = typer.Option(None, "--lang"),
     eval_id: Optional[str] = typer.Option(None, "--eval-id", help="Default: every eval that generated for this id."),
@@ -165,4 +172,4 @@ def show(
     """One prompt's outputs under every condition, side by side."""
     from tnstore.eval.show import side_by_side
 
-    typer.echo(side_by_side(store, item_id, lang=lang, eval_id=eval_id, width=width), nl=False)
+    typer.echo(side_by_side(store_at(store, results), item_id, lang=lang, eval_id=eval_id, width=width), nl=False)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, SplitOpt, StoreArg, WaitOpt, where_option
+from tnstore.cli.options import (PLAIN, PLAIN_PARALLEL, ResultsOpt, SplitOpt, StoreArg, WaitOpt, store_at,
+                                 where_option)
 
 if TYPE_CHECKING:
     from tnstore.analysis.latent import LatentResult
@@ -82,6 +83,7 @@ def _figure(store: Path, result: "LatentResult", figure: Optional[Path], name: s
 @latent_app.command("pca")
 def pca_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
@@ -94,8 +96,8 @@ def pca_cmd(
     _check(figure)
     from tnstore.analysis.latent import pca
 
-    result = pca(store, where=where, split=split, layers=_layers(layers), conditions=_conditions(conditions),
-                 positions=positions, wait_seconds=wait)
+    result = pca(store_at(store, results), where=where, split=split, layers=_layers(layers),
+                 conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "pca")
 
@@ -103,6 +105,7 @@ def pca_cmd(
 @latent_app.command("dims")
 def dims_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     thresholds: str = typer.Option("0.9,0.95,0.99", "--thresholds", help="Cumulative σ² shares to reach."),
     center: bool = typer.Option(False, "--center/--raw", help="Subtract each language's mean first "
                                 "(default --raw: the raw matrix's singular values, as the paper)."),
@@ -119,8 +122,9 @@ def dims_cmd(
     from tnstore.analysis.latent import dims
     from tnstore.cli.parsing import numbers
 
-    result = dims(store, numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers),
-                  center=center, conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
+    result = dims(store_at(store, results), numbers(thresholds, "--thresholds"), where=where, split=split,
+                  layers=_layers(layers), center=center, conditions=_conditions(conditions), positions=positions,
+                  wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "dims")
 
@@ -128,6 +132,7 @@ def dims_cmd(
 @latent_app.command("centroids")
 def centroids_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
@@ -140,8 +145,8 @@ def centroids_cmd(
     _check(figure)
     from tnstore.analysis.latent import centroids
 
-    result = centroids(store, where=where, split=split, layers=_layers(layers), conditions=_conditions(conditions),
-                       positions=positions, wait_seconds=wait)
+    result = centroids(store_at(store, results), where=where, split=split, layers=_layers(layers),
+                       conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "centroids")
 
@@ -149,6 +154,7 @@ def centroids_cmd(
 @latent_app.command("knn")
 def knn_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
     lang: LangOpt = None,
     tie_seed: int = typer.Option(0, "--tie-seed", help="Seed of the random order of equal similarities (identical "
@@ -166,8 +172,9 @@ def knn_cmd(
     from tnstore.analysis.latent import knn
     from tnstore.cli.parsing import numbers
 
-    result = knn(store, numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers),
-                 conditions=_conditions(conditions), positions=positions, tie_seed=tie_seed, wait_seconds=wait)
+    result = knn(store_at(store, results), numbers(k, "--k", int), lang=lang, where=where, split=split,
+                 layers=_layers(layers), conditions=_conditions(conditions), positions=positions, tie_seed=tie_seed,
+                 wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "knn")
 
@@ -175,6 +182,7 @@ def knn_cmd(
 @latent_app.command("similarity")
 def similarity_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     lang: LangOpt = None,
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
@@ -188,7 +196,7 @@ def similarity_cmd(
     _check(figure)
     from tnstore.analysis.latent import similarity
 
-    result = similarity(store, lang=lang, where=where, split=split, layers=_layers(layers),
+    result = similarity(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers),
                         conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "similarity")
@@ -197,6 +205,7 @@ def similarity_cmd(
 @latent_app.command("probe")
 def probe_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     lang: LangOpt = None,
     folds: int = typer.Option(10, "--folds", help="Stratified cross-validation folds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffle."),
@@ -212,8 +221,8 @@ def probe_cmd(
     _check(figure)
     from tnstore.analysis.latent import probe
 
-    result = probe(store, lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
-                   conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
+    result = probe(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers), folds=folds,
+                   seed=seed, conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "probe")
 
@@ -221,6 +230,7 @@ def probe_cmd(
 @latent_app.command("trajectory")
 def trajectory_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     lang: str = typer.Option("en", "--lang", help="Language whose centroid trajectory is measured."),
     middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
     where: GroupWhereOpt = None,
@@ -234,7 +244,7 @@ def trajectory_cmd(
     _check(figure)
     from tnstore.analysis.latent import trajectory
 
-    result = trajectory(store, lang=lang, middle=middle, where=where, split=split,
+    result = trajectory(store_at(store, results), lang=lang, middle=middle, where=where, split=split,
                         conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "trajectory")

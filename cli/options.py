@@ -6,7 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-StoreArg = Annotated[Path, typer.Argument(help="Store directory.")]
+StoreArg = Annotated[str, typer.Argument(help="Store directory, or a store's URL (http(s)://, s3://: read-only).")]
+ResultsOpt = Annotated[Optional[Path], typer.Option(
+    "--results", help="Local folder for the tables this command writes, for a store that cannot be written (a "
+                      "remote one): reads see them on top of the store's; give later commands the same folder.")]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer to finish (default: refuse).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Only sentences of this split; `all` for any split.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
@@ -33,3 +36,12 @@ FLAGS = {"wait_seconds": "--wait", "families": "--family", "type": "--type", "ab
 
 def flag_for(arg: str) -> str:
     return FLAGS.get(arg, "--" + arg.replace("_", "-"))
+
+
+def store_at(store: str, results: Optional[Path]) -> object:
+    """The store argument as the library takes it: a path or URL, or the Store opened with its results folder."""
+    if results is None:
+        return store
+    from tnstore.store.store import Store
+
+    return Store.open(store, results=results)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import StoreArg
+from tnstore.cli.options import ResultsOpt, StoreArg, store_at
 
 NAME_HELP = "Figure to draw (see --list), or `all` for every figure the store can draw."
 LAYERS_HELP = ("Layers to draw: A:B (B excluded) or 0,4,8. Latent figures count hidden indices (0 = embeddings, "
@@ -26,9 +26,12 @@ def plot_cmd(
     type_: Annotated[Optional[str], typer.Option("--type", help="Transfer-neuron type(s): 1, 2 or 1,2.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the figure files (created if missing).")] = Path("."),
     fmt: Annotated[str, typer.Option("--format", help="png | pdf | svg")] = "png",
+    results: ResultsOpt = None,
 ) -> None:
     """Draw a figure of the paper from the store's tables: PNG by default, one file per analysis group."""
     from tnstore.errors import TnstoreError
+
+    store = store_at(store, results)
 
     if list_:
         if name is not None:
@@ -48,7 +51,7 @@ def plot_cmd(
         typer.echo(f"skipped {line}")
 
 
-def _list(store: Path) -> None:
+def _list(store: object) -> None:
     from tnstore.figures.registry import status
     from tnstore.store.store import open_store
 
@@ -61,4 +64,5 @@ def _list(store: Path) -> None:
         typer.echo(f"{head}  {tail}")
         typer.echo(f"{'':<{width}}  {r['shows']}")
     ready = sum(r["ready"] for r in rows)
-    typer.echo(f"{ready} of {len(rows)} figures can be drawn; `tnstore plot {store} all --out DIR` draws them")
+    where = getattr(store, "label", store)
+    typer.echo(f"{ready} of {len(rows)} figures can be drawn; `tnstore plot {where} all --out DIR` draws them")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import FormatOpt, StoreArg
+from tnstore.cli.options import FormatOpt, ResultsOpt, StoreArg
 
 
 def register(app: typer.Typer) -> None:
@@ -14,12 +14,12 @@ def register(app: typer.Typer) -> None:
     app.command("sql")(sql)
 
 
-def info(store: StoreArg) -> None:
+def info(store: StoreArg, results: ResultsOpt = None) -> None:
     """What a store holds: model, runs, sentences per language/split, arrays and tables."""
     from tnstore.cli.info import describe
     from tnstore.store.store import Store
 
-    typer.echo(describe(Store.open(store, mode="r").info()))
+    typer.echo(describe(Store.open(store, mode="r", results=results).info()))
 
 
 def sql(
@@ -28,6 +28,7 @@ def sql(
     fmt: FormatOpt = "table",
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to a .parquet or .csv file instead."),
     max_rows: int = typer.Option(50, "--max-rows", help="Rows shown by --format table."),
+    results: ResultsOpt = None,
 ) -> None:
     """Run SQL against a store; queries/*.sql are examples to copy."""
     from tnstore.cli.parsing import choice
@@ -35,7 +36,7 @@ def sql(
     from tnstore.store.store import Store
 
     choice(fmt, ("table", "csv", "json"), "--format")
-    result = Store.open(store).query(query)
+    result = Store.open(store, mode="r", results=results).query(query)
     if out is not None:
         write_result(result, out)
         typer.echo(f"wrote {result.num_rows} rows to {out}")

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import StoreArg
+from tnstore.cli.options import ResultsOpt, StoreArg, store_at
 
 
 def register(app: typer.Typer) -> None:
@@ -17,10 +17,11 @@ def report_cmd(
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     title: Annotated[Optional[str], typer.Option("--title", help="Heading of the report.")] = None,
+    results: ResultsOpt = None,
 ) -> None:
     """Write every figure, the key tables and the provenance of the store into one HTML file that opens offline."""
     from tnstore.report import build
 
-    result = build(store, out, title)
+    result = build(store_at(store, results), out, title)
     typer.echo(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB, {result.figures} figures, "
                f"{len(result.missing)} analyses not in the store) in {result.seconds:.1f} s")

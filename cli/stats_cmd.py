@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import SplitOpt, StoreArg, WhereOpt
+from tnstore.cli.options import ResultsOpt, SplitOpt, StoreArg, WhereOpt, store_at
 
 SETS_HELP = "SQL predicate over `transfer_neurons` picking the sets to use (default: all)."
 
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
 @stats_app.command("corr-ratio")
 def corr_ratio_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     label: str = typer.Option("language", "--label", help="language | family | sql"),
     family: str = typer.Option("en,nl,it:ja,ko", "--family", help="Families for --label family, e.g. en,nl,it:ja,ko."),
     label_sql: Optional[str] = typer.Option(None, "--label-sql",
@@ -39,7 +40,7 @@ def corr_ratio_cmd(
 
     if label_sql and label == "language":
         label = "sql"
-    result = corr_ratio(store, label=label, families=families(family) if label == "family" else
+    result = corr_ratio(store_at(store, results), label=label, families=families(family) if label == "family" else
                         (("en", "nl", "it"), ("ja", "ko")), label_sql=label_sql, where=where, split=split,
                         sets=sets, all_neurons=all_neurons, progress=True)
     typer.echo(f"sentences per group: {_counts(result.group_counts)}  (--where {result.where} --split {result.split})")
@@ -52,6 +53,7 @@ def corr_ratio_cmd(
 @stats_app.command("jaccard")
 def jaccard_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     type_: int = typer.Option(..., "--type", help="Transfer-neuron type, 1 or 2."),
     top: int = typer.Option(1000, "--top", help="Compare the top-N neurons of each set."),
     by_layer: bool = typer.Option(False, "--by-layer", help="Also print the per-layer Jaccard index."),
@@ -61,7 +63,7 @@ def jaccard_cmd(
     from tnstore.analysis.stats import jaccard
     from tnstore.cli.render import render
 
-    result = jaccard(store, type_, top, sets)
+    result = jaccard(store_at(store, results), type_, top, sets)
     typer.echo(render(result.overall_arrow, "table", 200), nl=False)
     if by_layer:
         typer.echo("\nper layer (Jaccard; empty where neither set has neurons in the layer)")
@@ -72,6 +74,7 @@ def jaccard_cmd(
 @stats_app.command("lang-neurons")
 def lang_neurons_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     thresholds: str = typer.Option("0.1,0.25,0.5", "--thresholds", help="η² thresholds to count neurons above."),
     split: SplitOpt = "train",
     where: WhereOpt = None,
@@ -81,7 +84,7 @@ def lang_neurons_cmd(
     from tnstore.cli.parsing import numbers
     from tnstore.cli.render import render
 
-    result = lang_neurons(store, numbers(thresholds, "--thresholds"), where, split, progress=True)
+    result = lang_neurons(store_at(store, results), numbers(thresholds, "--thresholds"), where, split, progress=True)
     typer.echo(f"sentences per language: {_counts(result.group_counts)}")
     typer.echo("neurons with η² above the threshold, per layer (columns: language vs the rest)")
     typer.echo(render(result.counts_arrow, "table", 10_000), nl=False)
@@ -92,6 +95,7 @@ def lang_neurons_cmd(
 @stats_app.command("groups")
 def groups_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     group_by: str = typer.Option("lang", "--group-by", help="SQL expression over sentences giving each group."),
     split: SplitOpt = "train",
     where: WhereOpt = None,
@@ -99,7 +103,7 @@ def groups_cmd(
     """Only the streaming pass: per-group sums of every neuron into group_stats, for your own SQL (queries/eta2.sql)."""
     from tnstore.analysis.stats import groups
 
-    result = groups(store, group_by, where, split, progress=True)
+    result = groups(store_at(store, results), group_by, where, split, progress=True)
     typer.echo(f"sentences per group: {_counts(result.group_counts)}")
     typer.echo(f"group stats {result.stats_id} {'already stored' if result.reused else 'written to group_stats'}")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from tnstore.store.schema import conform, table_names
+from tnstore.store.schema import arrow_schema, conform, table_names
 
 LANGS = ("en", "ja", "nl", "ko", "it")
 L2S = ("ja", "nl", "ko", "it")
@@ -170,20 +170,20 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
     known = set(table_names())
     for name, rows in out.items():
         table = pa.Table.from_pylist(rows)
-        if name in known:
-            table = conform(name, _with_nulls(name, table))
+        if name.startswith("eval_") and name in known:
+            table = _with_schema_columns(name, table.append_column("chunk", pa.array([0] * table.num_rows, pa.int32()))
+                                         if "chunk" in arrow_schema(name).names else table)
+        elif name in known:
+            table = _with_schema_columns(name, table)
         result[name] = table
     return result
 
 
-def _with_nulls(name: str, table: pa.Table) -> pa.Table:
-    """`table` with the schema's columns it lacks added as nulls."""
-    from tnstore.store.schema import arrow_schema
-
-    for field in arrow_schema(name):
-        if field.name not in table.column_names:
-            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
-    return table
+def _with_schema_columns(name: str, table: pa.Table) -> pa.Table:
+    """A store table as the commands write it; the columns no figure reads (most of eval_*) are null."""
+    schema = arrow_schema(name)
+    return conform(name, pa.table({f.name: table.column(f.name) if f.name in table.column_names
+                                   else pa.nulls(table.num_rows, f.type) for f in schema}))
 
 
 def _lang_neurons(s: Shape, rng: np.random.Generator) -> pa.Table:

@@ -43,6 +43,8 @@ _PUBLIC = {
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
     "replay": ("tnstore.capture.replay", "replay"),
     "cross_lingual": ("tnstore.analysis.crossling", "cross_lingual"),
+    "verify": ("tnstore.store.verify", "verify"),
+    "export": ("tnstore.store.export", "export"),
     "detect": ("tnstore.analysis.detect", "detect"),
     "neurons": ("tnstore.analysis.neurons", None),
     "stats": ("tnstore.analysis.stats", None),
@@ -55,6 +57,8 @@ _PUBLIC = {
     "ArgumentError": ("tnstore.errors", "ArgumentError"),
     "SqlError": ("tnstore.errors", "SqlError"),
     "ReadOnlyError": ("tnstore.errors", "ReadOnlyError"),
+    "DamagedStoreError": ("tnstore.errors", "DamagedStoreError"),
+    "RemoteStoreError": ("tnstore.errors", "RemoteStoreError"),
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]
 

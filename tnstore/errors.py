@@ -5,6 +5,9 @@
                     that name as the flag the user typed (`limit` -> `--limit`)
     SqlError        a SQL statement (the user's own, or one built on their predicate) that DuckDB refused
     ReadOnlyError   a write to a store opened read-only (or one the process cannot write)
+    DamagedStoreError  a file of the store is missing, truncated, corrupt or unsafe; the message names the file
+                    and says to run `tnstore verify`
+    RemoteStoreError   a write to a remote store, which is read-only; names the `results` folder to pass instead
 """
 from __future__ import annotations
 
@@ -46,3 +49,22 @@ class SqlError(TnstoreError):
 
 class ReadOnlyError(TnstoreError):
     """A write to a store that is open read-only."""
+
+
+class DamagedStoreError(TnstoreError):
+    """A store file that is missing, truncated, corrupt, or unsafe to follow (a link out of the store, a path that
+    leaves it). The message names the file and, given `store`, ends with the `tnstore verify` to run."""
+
+    def __init__(self, message: str, store: str | None = None):
+        self.store = store
+        self.detail = message
+        hint = f"; run `tnstore verify {store}` to list every damaged file" if store else ""
+        super().__init__(message + hint)
+
+    def for_store(self, store: str) -> "DamagedStoreError":
+        """This error with the store named (and the verify hint added), unless it names one already."""
+        return self if self.store else DamagedStoreError(self.detail, store)
+
+
+class RemoteStoreError(ArgumentError, ReadOnlyError):
+    """A write to a remote (read-only) store without a local results folder; names the `results` argument."""

@@ -27,12 +27,20 @@ def store(tiny_store_factory, tmp_path) -> Path:
 
 
 def snapshot(path: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """Hash of every file (the writer lock's note excepted), skipping tables named in `skip`."""
-    return {
+    """Hash of every file (the writer lock's note excepted), skipping tables named in `skip` (their files, and
+    their entries in the table catalog, which lists every part)."""
+    out = {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(path.rglob("*"))
         if p.is_file() and p.name != "LOCK" and not any(p.is_relative_to(path / "tables" / t) for t in skip)
     }
+    if (path / "tables" / "catalog.json").is_file():
+        from tnstore.store.integrity import TableCatalog
+
+        catalog = TableCatalog.parse((path / "tables" / "catalog.json").read_bytes(), "catalog")
+        kept = {t: parts for t, parts in catalog.parts.items() if t not in skip}
+        out["tables/catalog.json"] = hashlib.sha256(repr(sorted(kept.items())).encode()).hexdigest()
+    return out
 
 
 def parts(path: Path, table: str) -> list[str]:

@@ -239,3 +239,12 @@ def test_an_interrupted_replay_resumes_to_the_same_arrays(store_path, tmp_path, 
     want = _arrays(Store.open(clean), _rows(Store.open(clean), "ablation = 'handpicked'"))
     for name in PER_SENTENCE_ARRAYS:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_a_store_with_a_results_folder_reuses_replays_but_cannot_add_them(store_path, tmp_path):
+    replay(store_path, ["handpicked"], device="cpu")
+    shared = Store.open(store_path, results=tmp_path / "results")  # e.g. a remote store: tables go elsewhere
+    again = replay(shared, ["handpicked"], device="cpu")
+    assert again.model is None and again.runs[0].reused == {"ja": 12}
+    with pytest.raises(TnstoreError, match="a replay writes arrays into the store itself"):
+        replay(shared, ["rand"], device="cpu")

@@ -1,4 +1,5 @@
-"""The direct chunk reader and the float16 widening against zarr-python and numpy's own conversion."""
+"""The direct chunk reader (against zarr-python, and refusing what it must not read) and the float16 widening
+against numpy's own conversion."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,12 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from tnstore.store.chunks import ChunkReader
 from tnstore.compute.f16 import widen_bits, widen_f16
-from tnstore.store.store import Store, compressor
+from tnstore.errors import DamagedStoreError
+from tnstore.store.chunks import ArraySource, ChunkReader
+from tnstore.store.durable import ZarrWriter
+from tnstore.store.files import LocalFiles
+from tnstore.store.store import compressor
 
 
 # ---------------------------------------------------------------- widen_f16
@@ -52,19 +56,19 @@ def test_widen_refuses_other_dtypes():
 
 
 # ---------------------------------------------------------------- ChunkReader
-def _array(tmp_path, name, shape, chunks, dtype, compressors=None, fill=None):
-    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="a")
-    arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
-                             compressors=list(compressors) if compressors is not None else [compressor()],
-                             fill_value=0)
+def _array(tmp_path, name, shape, chunks, dtype, compressors=None):
+    """An array written through the store's recording writer; returns (source, data)."""
+    writer = ZarrWriter(tmp_path / "g.zarr")
+    arr = writer.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
+                              compressors=list(compressors) if compressors is not None else [compressor()],
+                              fill_value=0)
     rng = np.random.default_rng(len(shape))
     data = (rng.standard_normal(shape) * 10).astype(dtype)
-    if fill is not None:  # leave the chunks of rows >= fill unwritten: they read as the fill value
-        arr[:fill] = data[:fill]
-        data[fill:] = 0
-    else:
-        arr[...] = data
-    return tmp_path / "g.zarr" / name, arr, data
+    data[: chunks[0]] = 0  # a chunk of zeros is written too (a finished run has every chunk)
+    arr[...] = data
+    writer.sync()
+    records = {k[len(name) + 1:]: r for k, r in writer.records.items() if k.startswith(name + "/")}
+    return ArraySource(LocalFiles(tmp_path), f"g.zarr/{name}", records, "test array"), data
 
 
 CASES = [  # shape, chunks: per-sentence arrays (rows, layers, d), (rows, layers), (rows, d), model arrays
@@ -79,13 +83,15 @@ CASES = [  # shape, chunks: per-sentence arrays (rows, layers, d), (rows, layers
 @pytest.mark.parametrize("shape,chunks", CASES)
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_reader_matches_zarr(tmp_path, shape, chunks, dtype):
-    path, arr, data = _array(tmp_path, "x", shape, chunks, dtype, fill=shape[0] - chunks[0])
-    reader = ChunkReader.open(path)
-    assert reader is not None and reader.shape == shape and reader.chunks == chunks
-    n, second_size = shape[0], shape[1]
-    spans = [(0, n), (0, 1), (n - 1, n), (3, n - 5), (chunks[0] - 1, chunks[0] + 1), (5, 5)]
-    seconds = [None, 0, second_size - 1, -1, slice(1, second_size), slice(0, 1), slice(2, 2)]
-    for a, b in [(a, b) for a, b in spans if 0 <= a <= b <= n]:
+    source, data = _array(tmp_path, "x", shape, chunks, dtype)
+    reader = ChunkReader.open(source)
+    arr = zarr.open_group(str(tmp_path / "g.zarr"), mode="r")["x"]
+    assert np.array_equal(arr[...], data)
+    assert reader.shape == shape and reader.chunks == chunks and reader.dtype == np.dtype(dtype)
+    n = shape[0]
+    spans = [(0, n), (0, 1), (n - 1, n), (3, min(n, 130)), (n // 2, n // 2)]
+    seconds = [None, 0, shape[1] - 1, slice(1, shape[1]), slice(0, 1)]
+    for a, b in spans:
         for second in seconds:
             expected = arr[a:b] if second is None else arr[a:b, second]
             got = reader.read(a, b, second)
@@ -93,33 +99,46 @@ def test_reader_matches_zarr(tmp_path, shape, chunks, dtype):
             assert np.array_equal(got, expected), (a, b, second)
 
 
-def test_other_layouts_are_left_to_zarr(tmp_path):
-    path, _, _ = _array(tmp_path, "zstd", (10, 2, 3), (5, 1, 3), "float32", compressors=(ZstdCodec(),))
-    assert ChunkReader.open(path) is None
-    path, _, _ = _array(tmp_path, "split_last_axis", (10, 2, 4), (5, 1, 2), "float32",
-                        compressors=(BloscCodec(cname="lz4"),))
-    assert ChunkReader.open(path) is None
-    assert ChunkReader.open(tmp_path / "missing") is None
+def test_other_layouts_are_refused(tmp_path):
+    """The reader decodes the one layout the store writes; anything else (which zarr-python would open with
+    whatever codec it names) is refused."""
+    source, _ = _array(tmp_path, "zstd", (10, 2, 3), (5, 1, 3), "float32", compressors=(ZstdCodec(),))
+    with pytest.raises(DamagedStoreError, match="not an array in the layout tnstore writes"):
+        ChunkReader.open(source)
+    source, _ = _array(tmp_path, "split_last_axis", (10, 2, 4), (5, 1, 2), "float32",
+                       compressors=(BloscCodec(cname="lz4"),))
+    with pytest.raises(DamagedStoreError, match="is not one tnstore writes"):
+        ChunkReader.open(source)
 
 
-def test_store_reads_a_segment_zarr_wrote_otherwise(tiny_store_factory, tmp_path):
-    """Store.iter_rows gives the same values whether a segment is read chunk by chunk or through zarr."""
-    import shutil
+def test_every_chunk_is_checked_as_it_is_read(tmp_path):
+    """Missing, truncated, corrupt or uncatalogued chunks are errors naming the file, never zeros."""
+    source, data = _array(tmp_path, "x", (300, 5, 7), (64, 1, 7), "float32")
+    reader = ChunkReader.open(source)
+    chunk = tmp_path / "g.zarr" / "x" / "c" / "1" / "2" / "0"
+    good = chunk.read_bytes()
+    assert np.array_equal(reader.read(0, 300, 2), data[:, 2])
 
-    source = tiny_store_factory("tiny-llama")
-    copy = tmp_path / "copy"
-    shutil.copytree(source, copy)
-    store = Store.open(copy)
-    seg = store.segments()[0]
-    rows = np.arange(store.n_rows())[::3]
-    fast = store.read_rows("mlp_act", rows, slice(0, 2))
-    # rewrite the array with another codec: the reader must fall back to zarr and still agree
-    values = zarr.open_group(str(seg.path), mode="r")["mlp_act"][...]
-    shutil.rmtree(seg.path / "mlp_act")
-    group = zarr.open_group(str(seg.path), mode="a")
-    group.create_array("mlp_act", shape=values.shape, chunks=(16,) + values.shape[1:], dtype=values.dtype,
-                       compressors=[ZstdCodec()])[...] = values
-    again = Store.open(copy)
-    assert not isinstance(again.segments()[0].reader("mlp_act"), ChunkReader)
-    assert np.array_equal(again.read_rows("mlp_act", rows, slice(0, 2)), fast)
-    assert np.array_equal(fast, values[rows, 0:2])
+    chunk.unlink()
+    with pytest.raises(DamagedStoreError, match=r"c/1/2/0: this file of test array is missing"):
+        reader.read(0, 300, 2)
+    assert np.array_equal(reader.read(0, 300, 1), data[:, 1])  # other chunks still read
+
+    chunk.write_bytes(good[:-9])
+    with pytest.raises(DamagedStoreError, match="truncated"):
+        reader.read(64, 128, 2)
+
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    chunk.write_bytes(bytes(flipped))
+    with pytest.raises(DamagedStoreError, match="does not match its checksum"):
+        reader.read(64, 128, 2)
+    unchecked = ChunkReader.open(ArraySource(source.files, source.prefix, source.records, "x", check=False))
+    assert not np.array_equal(unchecked.read(64, 128, 2), data[64:128, 2])  # what a reader without checks returns
+
+    chunk.write_bytes(good)
+    records = {k: r for k, r in source.records.items() if k != "c/1/2/0"}
+    partial = ChunkReader.open(ArraySource(source.files, source.prefix, records, "test array"))
+    with pytest.raises(DamagedStoreError, match="not in its catalog"):
+        partial.read(64, 128, 2)
+    assert np.array_equal(reader.read(64, 128, 2), data[64:128, 2])

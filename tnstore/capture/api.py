@@ -9,6 +9,7 @@ from tnstore.capture.corpus import load_corpus
 from tnstore.capture.runner import CaptureSettings, check_storage_dtype, check_store_model, run_capture
 from tnstore.errors import ArgumentError
 from tnstore.models.registry import check_model_spec, load_model
+from tnstore.store.files import is_remote
 from tnstore.store.store import Store
 
 
@@ -63,6 +64,9 @@ def capture_corpus(
     from tnstore.capture.forward import SCOPES, Ablation
 
     check_storage_dtype(storage_dtype)
+    if is_remote(store):
+        raise ArgumentError("store", f"{{arg}} {store}: a remote store is read-only; capture into a local store "
+                                     "(and copy it there)")
     if not isinstance(split, str) or not split or not split.replace("-", "").replace("_", "").isalnum():
         raise ArgumentError("split", f"{{arg}} {split!r} must be a word such as train or test")
     for name, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):

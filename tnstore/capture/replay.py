@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tnstore.errors import ArgumentError, TnstoreError
+from tnstore.errors import ArgumentError, ReadOnlyError, TnstoreError
 from tnstore.store import selection as S
 from tnstore.store.store import Store, open_store
 
@@ -154,6 +154,10 @@ def replay(
     if not todo:
         return ReplayResult(store.path, positions, selected, runs)
 
+    if store.remote or store.results is not None:
+        where = "remote and read-only" if store.remote else "opened with a results folder"
+        raise ReadOnlyError(f"store {store.label}: a replay writes arrays into the store itself, which is {where}; "
+                            "replay in a local copy of the store")
     # Checked here, not earlier: these import torch, which a replay that reuses everything never needs.
     from tnstore.capture.runner import check_storage_dtype
     from tnstore.models.registry import check_model_spec

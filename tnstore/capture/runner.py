@@ -2,7 +2,11 @@
 
 A run is identified by what determines its bytes (corpus content, split, kind, limit, model fingerprint,
 storage dtype). Its rows are cut into blocks of `block_rows` (one Zarr chunk of rows); the journal records the
-blocks written, so the same command started again skips them and the arrays end up as an uninterrupted run's.
+blocks written, with each chunk file's size and checksum, so the same command started again skips them and the
+arrays end up as an uninterrupted run's. Durability: a block's chunk files are fsynced (and the folders that got
+new entries) before the journal records the block, and a resumed run redoes any recorded block whose files are
+not all there unchanged. At the end the run's catalog is written from the journal's records, then its
+sentences, then its `runs` row (the commit).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from tnstore.capture.corpus import Corpus
 from tnstore.capture.forward import PER_SENTENCE_ARRAYS, Ablation, capture_block, row_shapes, token_counts
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.registry import LoadedModel
+from tnstore.store.integrity import FileRecord, digest
 from tnstore.store.store import Store
 
 STORAGE_DTYPES = ("float16", "float32")
@@ -118,7 +123,7 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
         row_start = max([store.n_rows()] + [j["row_end"] for j in store.pending_journals()])
         journal = {
             "run_id": run_id, "row_start": row_start, "row_end": row_start + len(corpus.rows),
-            "block_rows": settings.block_rows, "done_blocks": [], "started_at": _now().isoformat(),
+            "block_rows": settings.block_rows, "done_blocks": [], "blocks": {}, "started_at": _now().isoformat(),
         }
         store.write_journal(run_id, journal)
     n_rows = journal["row_end"] - journal["row_start"]
@@ -127,7 +132,12 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
     segment = store.create_segment(run_id, n_rows, row_shapes(lm), dtypes, chunk_rows=block_rows)
     texts = [r["text"] for r in corpus.rows]
     n_tokens = token_counts(lm, texts)
-    done = set(journal["done_blocks"])
+    # A block the journal lists is redone unless every chunk file it recorded is there, whole and unchanged
+    # (e.g. a power loss that lost files the journal had already counted, on a filesystem that lied about fsync).
+    blocks = {int(b): files for b, files in journal.get("blocks", {}).items()
+              if int(b) in set(journal["done_blocks"]) and _block_intact(store, run_id, files)}
+    journal["blocks"] = {str(b): files for b, files in blocks.items()}
+    done = set(blocks)
     t0 = time.perf_counter()
     try:
         with _progress(n_rows, len(done) * block_rows, settings.progress) as bar:
@@ -138,6 +148,10 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
                 arrays = capture_block(lm, texts[start:stop], n_tokens[start:stop], settings.batch_size, settings.ablation)
                 for name, values in arrays.items():
                     segment[name][start:stop] = to_storage(values, dtypes[name], name)
+                # The block's chunk files are durable (fsynced, their folders too) before the journal counts it.
+                written = segment.sync()
+                journal["blocks"][str(block)] = {k: r.to_json() for k, r in written.items()
+                                                 if not k.endswith("zarr.json")}
                 done.add(block)
                 journal["done_blocks"] = sorted(done)
                 store.write_journal(run_id, journal)
@@ -148,8 +162,26 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, settings: Captur
         store.drop_journal(run_id)
         raise
     seconds = time.perf_counter() - t0
+    chunks = {k: FileRecord.from_json(r, f"journal of run {run_id}")
+              for files in journal["blocks"].values() for k, r in files.items()}
+    store.seal_segment(run_id, chunks)
     _finish_run(store, corpus, settings, journal, n_tokens, seconds, lm)
     return CaptureSummary(run_id, journal["row_start"], journal["row_end"], seconds, already_done=False)
+
+
+def _block_intact(store: Store, run_id: str, files: dict) -> bool:
+    """Whether every chunk file a block's journal entry records is on disk with that size and checksum."""
+    if not isinstance(files, dict) or not files:
+        return False
+    for key, raw in files.items():
+        try:
+            record = FileRecord.from_json(raw, "journal")
+            data = store.files.read(f"segments/{run_id}.zarr/{key}", record.size)
+        except TnstoreError:
+            return False
+        if data is None or len(data) != record.size or digest(data) != record.xxh3:
+            return False
+    return True
 
 
 def to_storage(values: np.ndarray, dtype: str, name: str) -> np.ndarray:

@@ -1,15 +1,17 @@
 """Advisory writer lock: one writer per store at a time; readers never wait."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tnstore.errors import ArgumentError
+from tnstore.errors import ArgumentError, DamagedStoreError
 
 
 @contextmanager
@@ -19,7 +21,17 @@ def writer_lock(lock_path: Path, purpose: str, wait_seconds: float = 0.0) -> Ite
     flock is released by the kernel when the process dies (kill -9 included), so a crashed writer never
     leaves a stale lock behind; the JSON written into the file only serves the error message.
     """
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    # Never through a link: a store from someone else could point LOCK at a file of yours, which this truncates.
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DamagedStoreError(f"{lock_path} is a symbolic link; tnstore does not write through links",
+                                    str(lock_path.parent)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DamagedStoreError(f"{lock_path} is not a regular file", str(lock_path.parent))
     deadline = time.monotonic() + wait_seconds
     try:
         while True:

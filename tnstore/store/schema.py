@@ -17,7 +17,7 @@ import pyarrow as pa
 from tnstore.errors import TnstoreError
 
 FORMAT_VERSION = 2
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_.=-]{1,120}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]{0,119}$")  # a valid store key (files.NAME): never "." or ".."
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
