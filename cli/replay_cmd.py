@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from tnstore.cli.options import StoreArg, WaitOpt
+from tnstore.cli.options import ResultsOpt, StoreArg, WaitOpt, store_at
 
 DEFAULT = "run"
 
@@ -94,6 +94,7 @@ def run(
 @replay_app.command("cross-lingual")
 def cross_lingual_cmd(
     store: StoreArg,
+    results: ResultsOpt = None,
     type_: int = typer.Option(..., "--type", help="1 or 2: whose transfer-neuron sets to deactivate."),
     langs: Optional[str] = typer.Option(None, "--langs", help="L1 = L2 languages, e.g. ja,nl,ko,it (default: every "
                                         "language with a set of that type)."),
@@ -118,7 +119,7 @@ def cross_lingual_cmd(
     from tnstore.analysis.crossling import cross_lingual
     from tnstore.cli.render import render
 
-    result = cross_lingual(store, type=type_, langs=_names(langs, "--langs"), split=split, layer=layer,
+    result = cross_lingual(store_at(store, results), type=type_, langs=_names(langs, "--langs"), split=split, layer=layer,
                            all_layers=all_layers, top=top, positions=positions, limit=limit, model=model,
                            device=device, dtype=dtype, storage_dtype=storage_dtype, batch_size=batch_size,
                            wait_seconds=wait, progress=not quiet, command=_command())
