@@ -13,12 +13,12 @@ from tnstore.models.registry import load_model
 from tnstore.store.store import Store
 
 pytestmark = pytest.mark.real_model
-POSITIONS = ("last", "all")
+POSITIONS = ("last",)  # positions all: every tiny family covers it (tests/tiny_models/test_replay.py)
 
 
 @pytest.fixture(scope="module", params=["smollm2-135m", "gemma-3-270m"])
 def replayed(request, tmp_path_factory, shared_data):
-    """2 en-ja test pairs, the ja side replayed with 40 neurons in each of layers 1 and 4, at both positions."""
+    """2 en-ja test pairs, the ja side replayed with 40 neurons in each of layers 1 and 4."""
     spec = request.param
     tmp = tmp_path_factory.mktemp(spec)
     path = tmp / "s"
