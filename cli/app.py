@@ -14,7 +14,8 @@ import tnstore  # noqa: F401  (sets the thread environment before torch or numpy
 import typer
 
 from tnstore.cli import (
-    capture_cmd, detect_cmd, eval_cmd, latent_cmd, plot_cmd, query_cmd, report_cmd, stats_cmd, store_cmd,
+    capture_cmd, detect_cmd, eval_cmd, latent_cmd, plot_cmd, query_cmd, replay_cmd, report_cmd, stats_cmd,
+    store_cmd,
 )
 from tnstore.cli.options import flag_for
 from tnstore.errors import ArgumentError, TnstoreError
@@ -31,6 +32,7 @@ query_cmd.register(app)
 detect_cmd.register(app)
 stats_cmd.register(app)
 latent_cmd.register(app)
+replay_cmd.register(app)
 plot_cmd.register(app)
 report_cmd.register(app)
 eval_cmd.register(app)

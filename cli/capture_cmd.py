@@ -31,7 +31,7 @@ def capture(
     storage_dtype: str = typer.Option("float16", "--storage-dtype", help="Stored dtype: float16 | float32."),
     chunk_rows: int = typer.Option(256, "--chunk-rows", min=1, help="Rows per Zarr chunk; also the unit a resumed capture restarts from."),
     wait: WaitOpt = 0.0,
-    ablate: Optional[str] = typer.Option(None, "--ablate", help="Replay with this neuron set deactivated (a neuron_sets name or transfer_neurons set_id of the store)."),
+    ablate: Optional[str] = typer.Option(None, "--ablate", help="Capture the whole corpus with this neuron set deactivated (a neuron_sets name or transfer_neurons set_id of the store); `tnstore replay` re-runs only the L2 side of sentences already captured."),
     ablate_scope: str = typer.Option("last", "--ablate-scope", help="last: zero at the last token only; all: at every position."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:

@@ -1,6 +1,8 @@
-"""`tnstore detect` and `tnstore neurons random|list`: thin shells over tnstore.analysis.detect / neurons."""
+"""`tnstore detect` and `tnstore neurons random|import|export|list`: thin shells over tnstore.analysis.detect /
+neurons."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -9,8 +11,8 @@ from tnstore.cli.options import FormatOpt, ResultsOpt, SchedulerOpt, SplitOpt, S
 
 SHOWN = 5  # top neurons printed after a detection
 
-neurons_app = typer.Typer(name="neurons", help="Named neuron sets: random baselines for ablation, and what is stored.",
-                          no_args_is_help=True)
+neurons_app = typer.Typer(name="neurons", help="Named neuron sets: random baselines, sets from and to files, and what "
+                          "is stored.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -59,17 +61,64 @@ def neurons_random(
     like: str = typer.Option(..., "--like", help="The transfer-neuron set to mimic: type=1,lang=ja "
                              "[,split=..,dist=..,layers=A:B,top=N,set=SET_ID]."),
     top: Optional[int] = typer.Option(None, "--top", help="Pick the set with this top-n when several match."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same set)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the stored set (default random_<set_id>_seed<seed>)."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same set; 42 as the authors)."),
+    match_layers: bool = typer.Option(False, "--match-layers", help="Draw the set's count in each of its layers "
+                                      "(default: anywhere in its candidate layers)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the stored set (default "
+                                       "random_<set_id>_seed<seed>, + _matched with --match-layers)."),
     wait: WaitOpt = 0.0,
 ) -> None:
     """Store a random baseline: as many neurons as the set, from its candidate layers, excluding its neurons."""
     from tnstore.analysis.neurons import random_baseline
     from tnstore.cli.parsing import like as parse_like
 
-    drawn = random_baseline(store_at(store, results), parse_like(like), top=top, seed=seed, name=name, wait_seconds=wait)
-    typer.echo(f"stored {len(drawn.layers)} random neurons from layers {drawn.layer_start}:{drawn.layer_end} "
-               f"(excluding {drawn.like_set_id}, seed {drawn.seed}) as neuron set {drawn.name}")
+    drawn = random_baseline(store_at(store, results), parse_like(like), top=top, seed=seed, name=name,
+                            match_layers=match_layers, wait_seconds=wait)
+    where = "the same count in each of its layers" if drawn.match_layers else \
+        f"layers {drawn.layer_start}:{drawn.layer_end}"
+    typer.echo(f"stored {len(drawn.layers)} random neurons from {where} (excluding {drawn.like_set_id}, seed "
+               f"{drawn.seed}) as neuron set {drawn.name}")
+
+
+@neurons_app.command("import")
+def neurons_import(
+    store: StoreArg,
+    results: ResultsOpt = None,
+    file: Path = typer.Argument(..., help="CSV or Parquet file with integer columns layer (0-based decoder layer) "
+                                "and neuron; other columns are ignored."),
+    name: str = typer.Option(..., "--name", help="Name of the stored set (used by --sets, --conditions, --ablate)."),
+    lang: Optional[str] = typer.Option(None, "--lang", help="The language the set belongs to (recorded with it)."),
+    type_: Optional[int] = typer.Option(None, "--type", help="1 or 2, if it is a transfer-neuron set (recorded)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Candidate layers A:B for random baselines "
+                                         "(default: the layers the set spans)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a stored set of the same name."),
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Store a neuron set from a file, checked against the model's shape (duplicates and unknown neurons refused)."""
+    import numpy as np
+
+    from tnstore.analysis.neurons import import_set
+    from tnstore.cli.parsing import layer_range
+
+    got = import_set(store_at(store, results), file, name, lang=lang, type=type_, layers=layer_range(layers),
+                     replace=replace, wait_seconds=wait)
+    per_layer = ", ".join(f"{int(l)}: {int(n)}" for l, n in zip(*np.unique(got.layers, return_counts=True)))
+    typer.echo(f"stored {len(got.layers)} neurons from {got.source} as neuron set {got.name} (digest {got.digest}; "
+               f"per layer {per_layer})")
+
+
+@neurons_app.command("export")
+def neurons_export(
+    store: StoreArg,
+    results: ResultsOpt = None,
+    name: str = typer.Argument(..., help="A neuron set name or transfer-neuron set_id (see `tnstore neurons list`)."),
+    out: Path = typer.Option(..., "--out", help="File to write: .csv or .parquet."),
+) -> None:
+    """Write a stored set to a file (layer, neuron; rank and score for a transfer-neuron set)."""
+    from tnstore.analysis.neurons import export_set
+
+    got = export_set(store_at(store, results), name, out)
+    typer.echo(f"wrote {got.n} neurons of {got.name} ({got.origin}, digest {got.digest}) to {got.path}")
 
 
 @neurons_app.command("list")

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import PLAIN, PLAIN_PARALLEL, ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, where_option, store_at
+from tnstore.cli.options import (PLAIN, PLAIN_PARALLEL, ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, store_at,
+                                 where_option)
 
 if TYPE_CHECKING:
     from tnstore.analysis.latent import LatentResult
@@ -24,6 +25,12 @@ PairWhereOpt = Annotated[Optional[str], where_option(PLAIN, "the sentences pairs
 LayersOpt = Annotated[Optional[str], typer.Option("--layers", help=LAYERS_HELP)]
 FigureOpt = Annotated[Optional[Path], typer.Option("--figure", help=FIGURE_HELP)]
 LangOpt = Annotated[Optional[str], typer.Option("--lang", help=LANG_HELP)]
+ConditionsOpt = Annotated[Optional[str], typer.Option(
+    "--conditions", help="Compare conditions in one table: none (plain) and neuron-set names, e.g. none,SET,RANDOM: "
+    "the non-English side as replayed with the set deactivated (tnstore replay), English always plain; the summary "
+    "shows them side by side with each one's difference to none.")]
+PositionsOpt = Annotated[Optional[str], typer.Option(
+    "--positions", help="last | all: which replays a --conditions set reads, where it was replayed at both.")]
 
 latent_app = typer.Typer(help="Latent-space analyses (§3): PCA, dimensionality, centroids, mutual k-NN, "
                               "pair similarity, linear probe, trajectory.", no_args_is_help=True)
@@ -56,6 +63,12 @@ def _layers(text: Optional[str]) -> Optional[list[int]]:
     return index_list(text)
 
 
+def _conditions(text: Optional[str]) -> Optional[list[str]]:
+    from tnstore.cli.parsing import names
+
+    return names(text, "--conditions")
+
+
 def _figure(store: Path, result: "LatentResult", figure: Optional[Path], name: str, **options: object) -> None:
     """Draw this run's rows as figure type `name` of tnstore.figures (the same figure `tnstore plot` draws)."""
     if figure is None:
@@ -74,6 +87,8 @@ def pca_cmd(
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -81,7 +96,8 @@ def pca_cmd(
     _check(figure)
     from tnstore.analysis.latent import pca
 
-    result = pca(store_at(store, results), where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = pca(store_at(store, results), where=where, split=split, layers=_layers(layers),
+                 conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "pca")
 
@@ -96,6 +112,8 @@ def dims_cmd(
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -104,7 +122,8 @@ def dims_cmd(
     from tnstore.analysis.latent import dims
     from tnstore.cli.parsing import numbers
 
-    result = dims(store_at(store, results), numbers(thresholds, "--thresholds"), where=where, split=split, layers=_layers(layers), center=center,
+    result = dims(store_at(store, results), numbers(thresholds, "--thresholds"), where=where, split=split,
+                  layers=_layers(layers), center=center, conditions=_conditions(conditions), positions=positions,
                   wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "dims")
@@ -117,6 +136,8 @@ def centroids_cmd(
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
     scheduler: SchedulerOpt = None,
@@ -124,10 +145,10 @@ def centroids_cmd(
     """Per layer, cosine similarity between language centroids; writes latent_centroid_cos."""
     _check(figure)
     from tnstore.analysis.latent import centroids
-
     from tnstore.cli.parsing import scheduler as parse_scheduler
 
-    result = centroids(store_at(store, results), where=where, split=split, layers=_layers(layers), wait_seconds=wait,
+    result = centroids(store_at(store, results), where=where, split=split, layers=_layers(layers),
+                       conditions=_conditions(conditions), positions=positions, wait_seconds=wait,
                        scheduler=parse_scheduler(scheduler))
     _report(result)
     _figure(store, result, figure, "centroids")
@@ -139,9 +160,13 @@ def knn_cmd(
     results: ResultsOpt = None,
     k: str = typer.Option("5,10", "--k", help="Neighbourhood sizes, e.g. 5,10."),
     lang: LangOpt = None,
+    tie_seed: int = typer.Option(0, "--tie-seed", help="Seed of the random order of equal similarities (identical "
+                                 "states), drawn separately per side."),
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -150,7 +175,9 @@ def knn_cmd(
     from tnstore.analysis.latent import knn
     from tnstore.cli.parsing import numbers
 
-    result = knn(store_at(store, results), numbers(k, "--k", int), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = knn(store_at(store, results), numbers(k, "--k", int), lang=lang, where=where, split=split,
+                 layers=_layers(layers), conditions=_conditions(conditions), positions=positions, tie_seed=tie_seed,
+                 wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "knn")
 
@@ -163,6 +190,8 @@ def similarity_cmd(
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -170,7 +199,8 @@ def similarity_cmd(
     _check(figure)
     from tnstore.analysis.latent import similarity
 
-    result = similarity(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers), wait_seconds=wait)
+    result = similarity(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers),
+                        conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "similarity")
 
@@ -185,6 +215,8 @@ def probe_cmd(
     where: PairWhereOpt = None,
     split: SplitOpt = "train",
     layers: LayersOpt = None,
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -192,8 +224,8 @@ def probe_cmd(
     _check(figure)
     from tnstore.analysis.latent import probe
 
-    result = probe(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers), folds=folds, seed=seed,
-                   wait_seconds=wait)
+    result = probe(store_at(store, results), lang=lang, where=where, split=split, layers=_layers(layers), folds=folds,
+                   seed=seed, conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "probe")
 
@@ -206,6 +238,8 @@ def trajectory_cmd(
     middle: Optional[int] = typer.Option(None, "--middle", help="Middle layer m (default round(L*10/32), at least 2)."),
     where: GroupWhereOpt = None,
     split: SplitOpt = "train",
+    conditions: ConditionsOpt = None,
+    positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
@@ -213,6 +247,7 @@ def trajectory_cmd(
     _check(figure)
     from tnstore.analysis.latent import trajectory
 
-    result = trajectory(store_at(store, results), lang=lang, middle=middle, where=where, split=split, wait_seconds=wait)
+    result = trajectory(store_at(store, results), lang=lang, middle=middle, where=where, split=split,
+                        conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
     _report(result)
     _figure(store, result, figure, "trajectory")

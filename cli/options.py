@@ -35,7 +35,7 @@ ParallelWhereOpt = Annotated[Optional[str], where_option(PLAIN_PARALLEL)]
 
 # Library argument -> the flag a CLI user typed, where the two are not simply `--` + dashes.
 FLAGS = {"wait_seconds": "--wait", "families": "--family", "type": "--type", "ablate": "--ablate",
-         "fmt": "--format", "k": "--k", "types": "--type", "out_dir": "--out"}
+         "fmt": "--format", "k": "--k", "types": "--type", "out_dir": "--out", "all_layers": "--all-layers"}
 
 
 def flag_for(arg: str) -> str:

@@ -33,6 +33,16 @@ def index_list(text: str | None, flag: str = "--layers") -> list[int] | None:
     return sorted({int(v) for v in text.split(",")})
 
 
+def names(text: str | None, flag: str) -> list[str] | None:
+    """'none,SET,RAND' -> ['none', 'SET', 'RAND']; None stays None (the library checks the names)."""
+    if text is None:
+        return None
+    values = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not v for v in values):
+        raise TnstoreError(f"{flag} {text!r} must be a comma-separated list of names, e.g. none,SET")
+    return values
+
+
 def numbers(text: str, flag: str, kind: type = float) -> list:
     """'0.1,0.25,0.5' -> [0.1, 0.25, 0.5] (as `kind`)."""
     try:

@@ -69,7 +69,7 @@ print(r.set_id, "from", r.n_sentences, "sentences")
 r.ranking.head(5)
 
 # %%
-baseline = tnstore.neurons.random_baseline(s, r.set_id, seed=42)
+baseline = tnstore.neurons.random_baseline(s, r.set_id, seed=42, match_layers=True)  # same count per layer
 tnstore.neurons.list_sets(s)
 
 # %% [markdown]
@@ -82,6 +82,15 @@ corr.summary
 # %%
 knn = tnstore.latent.knn(s, k=[5], lang="ja")
 knn.summary
+
+# %% [markdown]
+# ## Deactivation (method §5): the ja side run again with the set, and with its baseline, deactivated
+# English stays the plain capture; each set becomes a condition of the same sentences.
+
+# %%
+tnstore.replay(s, sets=[r.set_id, baseline.name], split="train", langs=["ja"])
+deactivated = tnstore.latent.knn(s, k=[5], lang="ja", conditions=["none", r.set_id, baseline.name])
+deactivated.summary
 
 # %% [markdown]
 # Every result is also a table in the store, for ad hoc SQL next to the activations:

@@ -2,9 +2,8 @@
 small ones in the figure tests, 8B-shaped ones (32 layers, 1000 TNs x 4 languages x 2 types) in bench_plot.
 
 The values follow the paper's shapes loosely (languages converge mid-stack, Type-1 neurons early, Type-2 late)
-so a figure drawn from them can be read, but nothing here is a measurement. Tables the store format does not
-have yet (crossling_deactivation, eval_*; a `condition` column on latent tables) are made with the columns their
-issues name."""
+so a figure drawn from them can be read, but nothing here is a measurement. Every table conforms to its schema;
+columns no figure reads (most of eval_*) are null."""
 from __future__ import annotations
 
 import math
@@ -37,8 +36,8 @@ def _mid(h: int, n_hidden: int) -> float:
 
 
 def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed: int = 0) -> dict[str, pa.Table]:
-    """Every result table a figure reads, keyed by table name. Store tables conform to the schema unless
-    `conditions` has more than `none` (then latent tables carry a `condition` column, as issue 12 adds)."""
+    """Every result table a figure reads, keyed by table name; latent tables hold one copy per condition
+    (`condition` column)."""
     rng = np.random.default_rng(seed)
     s = shape
     n_hidden = s.n_layers + 1
@@ -50,7 +49,7 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
     pair = dict(where_sql="ablation IS NULL", split="train")
     centres = {lang: rng.normal(size=2) * 3 for lang in s.langs}
     for ci, condition in enumerate(conditions):
-        cond = {"condition": condition} if len(conditions) > 1 else {}
+        cond = {"condition": condition}
         damp = 1.0 - 0.3 * ci  # deactivation pulls the L2 away from the shared space
         row = 0
         for h in range(n_hidden):
@@ -78,7 +77,8 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
                     score = 0.05 + 0.5 * together * (1 - 0.3 * FAR[lang]) + 0.02 * k / 10
                     out["latent_knn"].append({**pair, **cond, "analysis_id": f"latent_knn-{lang}", "lang": lang,
                                               "hidden_index": h, "k": k, "n_pairs": s.n_sentences,
-                                              "score": float(score)})
+                                              "score": float(score), "tie_seed": 0, "n_duplicate_en": 0,
+                                              "n_duplicate_l2": 0, "n_identical_pairs": 0})
                 for array_name in ("hidden", "mlp_act"):
                     if array_name == "mlp_act" and h == 0:
                         continue
@@ -140,7 +140,8 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
                 cos = 0.9 - 0.4 * (set_lang == input_lang) - 0.1 * (1 - abs(FAR[set_lang] - FAR[input_lang]))
                 out["crossling_deactivation"].append({
                     "type": type_, "input_lang": input_lang, "set_lang": set_lang, "set_id": sets[(type_, set_lang)],
-                    "split": "test", "hidden_index": end, "cosine": float(cos)})
+                    "split": "test", "positions": "last", "hidden_index": end, "report_layer": True,
+                    "n": s.n_sentences, "cosine": float(cos)})
     lang_neurons = _lang_neurons(s, rng)
     eval_conditions = ("none", sets[(1, "ja")], f"random_{sets[(1, 'ja')]}_seed42")
     run = {"eval_id": "qa-0123abcd", "positions": "prompt", "max_new_tokens": 10}
@@ -172,14 +173,14 @@ def tables(shape: Shape = Shape(), conditions: tuple[str, ...] = ("none",), seed
         if name.startswith("eval_") and name in known:
             table = _with_schema_columns(name, table.append_column("chunk", pa.array([0] * table.num_rows, pa.int32()))
                                          if "chunk" in arrow_schema(name).names else table)
-        elif name in known and "condition" not in table.column_names:
-            table = conform(name, table)
+        elif name in known:
+            table = _with_schema_columns(name, table)
         result[name] = table
     return result
 
 
 def _with_schema_columns(name: str, table: pa.Table) -> pa.Table:
-    """The eval tables as issue 9 writes them: columns the figures do not read are null."""
+    """A store table as the commands write it; the columns no figure reads (most of eval_*) are null."""
     schema = arrow_schema(name)
     return conform(name, pa.table({f.name: table.column(f.name) if f.name in table.column_names
                                    else pa.nulls(table.num_rows, f.type) for f in schema}))
@@ -226,11 +227,13 @@ def capture_rows(run_id: str = "run-synthetic", split: str = "train") -> dict[st
     sentences = [{"row": i, "run_id": run_id, "lang": lang, "text": text, "pair_id": "demo:1", "split": split,
                   "kind": "parallel", "source": "synthetic.jsonl", "source_line": 1, "n_tokens": 8 + i,
                   "ablation": None} for i, (lang, text) in enumerate(SENTENCES.items())]
-    run = {"run_id": run_id, "command": "tnstore capture --model synthetic --corpus synthetic.jsonl",
+    run = {"run_id": run_id, "origin": "capture",
+           "command": "tnstore capture --model synthetic --corpus synthetic.jsonl",
            "corpus": "synthetic.jsonl", "corpus_sha256": "0" * 64, "split": split, "kind": "parallel",
            "limit_rows": None, "row_start": 0, "row_end": len(sentences), "n_sentences": len(sentences),
            "batch_size": 8, "device": "cpu", "compute_dtype": "float32", "storage_dtype": "float16",
-           "ablation": None, "ablation_scope": None, "seconds": 1.5, "started_at": now, "finished_at": now,
+           "ablation": None, "ablation_scope": None, "ablation_digest": None, "ablation_size": None,
+           "seconds": 1.5, "started_at": now, "finished_at": now,
            "tnstore_version": "0.2.0"}
     return {"sentences": conform("sentences", pa.Table.from_pylist(sentences)),
             "runs": conform("runs", pa.Table.from_pylist([run]))}

@@ -6,6 +6,8 @@
     x = s.states("hidden", where="lang = 'ja' AND split = 'test'", layers=[10, 20])
     r = tnstore.detect(s, type=1, lang="ja", top=1000, layers=range(0, 19))
     tnstore.stats.corr_ratio(s, label="language")
+    tnstore.replay(s, sets=[r.set_id], split="test", langs=["ja"])   # the L2 side with the set deactivated
+    tnstore.latent.similarity(s, lang="ja", split="test", conditions=["none", r.set_id])
     tnstore.figures.plot(s, "tn-layers", "figs/")              # the paper's figures from the store's tables
     tnstore.report.build(s, "report.html")                     # one self-contained HTML report
 
@@ -40,6 +42,8 @@ _PUBLIC = {
     "Relation": ("tnstore.store.relation", "Relation"),
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
     "Scheduler": ("tnstore.compute.cluster", "Scheduler"),
+    "replay": ("tnstore.capture.replay", "replay"),
+    "cross_lingual": ("tnstore.analysis.crossling", "cross_lingual"),
     "verify": ("tnstore.store.verify", "verify"),
     "export": ("tnstore.store.export", "export"),
     "detect": ("tnstore.analysis.detect", "detect"),

@@ -179,8 +179,8 @@ def test_threads_follow_tnstore_threads():
 def test_write_rows_splits_by_key_and_merges_on_the_declared_columns(tmp_path):
     store = write_synthetic_store(tmp_path / "s", np.zeros((4, 2, 3)), ["en", "ja", "en", "ja"])
     rows = pa.table({"analysis_id": ["a", "a", "b"], "where_sql": ["w"] * 3, "split": ["train"] * 3,
-                     "hidden_index": [1, 2, 1], "lang_a": ["en"] * 3, "lang_b": ["ja"] * 3, "n_a": [2] * 3,
-                     "n_b": [2] * 3, "cosine": [0.1, 0.2, 0.3]})
+                     "condition": ["none"] * 3, "hidden_index": [1, 2, 1], "lang_a": ["en"] * 3,
+                     "lang_b": ["ja"] * 3, "n_a": [2] * 3, "n_b": [2] * 3, "cosine": [0.1, 0.2, 0.3]})
     with store.writing("t"):
         assert sorted(store.write_rows("latent_centroid_cos", rows)) == ["a", "b"]
         store.write_rows("latent_centroid_cos", pa.table({**rows.slice(0, 1).to_pydict(), "cosine": [0.9]}))

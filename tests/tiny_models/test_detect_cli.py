@@ -51,7 +51,8 @@ def test_neurons_random_and_list(store, monkeypatch, capsys):
                            "seed 0) as neuron set random_type2_ja_train_cosine_layers3-4_top20_seed0")
     code, out, _ = run_cli(monkeypatch, capsys, "neurons", "list", store, "--format", "csv")
     assert code == 0
-    assert out.splitlines()[0].replace('"', "") == "name,origin,lang,type,layer_start,layer_end,n,like_set_id,seed"
+    assert out.splitlines()[0].replace('"', "") == ("name,origin,lang,type,layer_start,layer_end,n,like_set_id,seed,"
+                                                    "match_layers")
     assert len(out.splitlines()) == 3
 
 

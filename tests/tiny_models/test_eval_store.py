@@ -34,7 +34,8 @@ def make_store(path: Path, spec: str = "tiny-llama") -> Path:
     with store.writing("test"):
         store.write_rows("neuron_sets", pa.table({
             "name": ["setA"] * k, "origin": ["hand"] * k, "like_set_id": pa.array([None] * k, pa.string()),
-            "seed": pa.array([0] * k, pa.int64()), "lang": ["ja"] * k, "type": pa.array([1] * k, pa.int8()),
+            "seed": pa.array([0] * k, pa.int64()), "match_layers": pa.array([None] * k, pa.bool_()),
+            "source": pa.array([None] * k, pa.string()), "lang": ["ja"] * k, "type": pa.array([1] * k, pa.int8()),
             "layer_start": pa.array([0] * k, pa.int32()), "layer_end": pa.array([lm.n_layers] * k, pa.int32()),
             "layer": layers, "neuron": neurons}))
     return path

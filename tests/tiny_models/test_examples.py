@@ -22,6 +22,7 @@ def test_example_runs_end_to_end(example, tmp_path):
     assert s.sql("SELECT count(*) FROM transfer_neurons").scalar() > 0
     assert s.sql("SELECT count(*) FROM tn_corr_ratio").scalar() > 0
     assert s.sql("SELECT count(*) FROM latent_knn").scalar() > 0
+    assert s.sql("SELECT count(DISTINCT condition) FROM latent_knn").scalar() == 3  # none, the set, its baseline
     assert "cos(C_en, C_ja) per hidden index" in done.stdout
 
 

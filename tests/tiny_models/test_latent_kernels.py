@@ -99,19 +99,23 @@ def test_cosines_match_loops():
 
 
 # ------------------------------------------------------------------------------------------------ mutual k-NN
-def _neighbours_reference(x: np.ndarray, k: int) -> list[set[int]]:
-    """For each row, the k other rows with the highest cosine (ties to the lower index), by explicit loops."""
+def _neighbours_reference(x: np.ndarray, k: int, tie_order: np.ndarray) -> list[set[int]]:
+    """For each row, the k other rows with the highest cosine, equal cosines in the order of `tie_order` (the
+    rank of each row), by explicit loops."""
     n = len(x)
     out = []
     for i in range(n):
-        ranked = sorted((j for j in range(n) if j != i), key=lambda j: (-_cos(x[i], x[j]), j))
+        ranked = sorted((j for j in range(n) if j != i), key=lambda j: (-_cos(x[i], x[j]), tie_order[j]))
         out.append(set(ranked[:k]))
     return out
 
 
-def _mutual_knn_reference(x: np.ndarray, y: np.ndarray, k: int) -> float:
-    sx, sy = _neighbours_reference(x, k), _neighbours_reference(y, k)
-    return float(np.mean([len(sx[i] & sy[i]) / k for i in range(len(x))]))
+def _mutual_knn_reference(x: np.ndarray, y: np.ndarray, k: int, tie_seed: int = 0) -> float:
+    """The documented rule: ties on each side ordered by default_rng([tie_seed, side]).permutation(n)."""
+    n = len(x)
+    sx = _neighbours_reference(x, k, np.random.default_rng([tie_seed, 0]).permutation(n))
+    sy = _neighbours_reference(y, k, np.random.default_rng([tie_seed, 1]).permutation(n))
+    return float(np.mean([len(sx[i] & sy[i]) / k for i in range(n)]))
 
 
 def test_mutual_knn_matches_the_definition():
@@ -129,10 +133,38 @@ def test_mutual_knn_extremes():
         K.mutual_knn(x, x, [20])
 
 
-def test_neighbours_exclude_self_and_break_ties_to_the_lower_index():
+def test_neighbours_exclude_self_and_order_ties_by_the_given_permutation():
     x = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    nn = K.nearest_neighbours(x, 2)
-    assert nn.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]]
+    rng = np.random.default_rng(5)
+    order = np.random.default_rng(5).permutation(4)
+    nn = K.nearest_neighbours(x, 2, rng)
+    for i in range(4):
+        tied = [j for j in range(4) if j != i and (i == 3 or j != 3)]  # row 3 is equally far from all others
+        expected = sorted(tied, key=lambda j: order[j])[:2]
+        assert nn[i].tolist() == expected
+
+
+def test_identical_states_carry_no_alignment():
+    """Half the pairs share one state on both sides (the same last token at the embeddings): ordering ties by
+    index would align them perfectly; random tie orders drawn per side leave them at chance, k / (group - 1)."""
+    n, group, k = 200, 100, 5
+    x = _states(n, 16)
+    y = _states(n, 16)  # the other half: unrelated sides, chance-level neighbours too
+    x[:group] = x[0]
+    y[:group] = y[0]
+    scores = np.array([K.mutual_knn(x, y, [k], tie_seed=seed)[0] for seed in range(20)])
+    chance = k / (group - 1)
+    assert scores.mean() < 3 * chance  # index order would give >= 0.5 (every tied pair fully aligned)
+
+    class ByIndex:  # the old rule: ties to the lower index, the same on both sides
+        def permutation(self, size):
+            return np.arange(size)
+
+    nx, ny = K.nearest_neighbours(x, k, ByIndex()), K.nearest_neighbours(y, k, ByIndex())
+    old = np.mean([len(set(nx[i]) & set(ny[i])) / k for i in range(n)])
+    assert old >= 0.5
+    assert K.n_duplicates(x) == group and K.n_duplicates(_states(10, 4)) == 0
+    np.testing.assert_allclose(K.mutual_knn(x, y, [k], tie_seed=3), [_mutual_knn_reference(x, y, k, 3)], rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------ trajectory

@@ -24,7 +24,7 @@ def replay_store(tmp_path_factory):
                   storage_dtype="float32", progress=False)
     capture_corpus(**common)
     store = Store.open(path)
-    rows = [{"name": "handpicked", "origin": "test", "like_set_id": None, "lang": None, "type": None, "seed": None, "layer_start": 1,
+    rows = [{"name": "handpicked", "origin": "test", "like_set_id": None, "lang": None, "type": None, "seed": None, "match_layers": None, "source": None, "layer_start": 1,
              "layer_end": 3, "layer": l, "neuron": n} for l, ns in ABLATED.items() for n in ns]
     with store.writing("test"):
         store.write_rows("neuron_sets", pa.Table.from_pylist(rows))

@@ -27,7 +27,7 @@ def twice(tmp_path_factory):
     store = Store.open(path)
     with store.writing("test"):
         store.write_rows("neuron_sets", pa.Table.from_pylist([
-            {"name": "two", "origin": "test", "like_set_id": None, "seed": None, "lang": None, "type": None,
+            {"name": "two", "origin": "test", "like_set_id": None, "seed": None, "match_layers": None, "source": None, "lang": None, "type": None,
              "layer_start": 0, "layer_end": 2, "layer": 1, "neuron": n} for n in (3, 9)]))
     from tnstore.capture.api import capture_corpus
 

@@ -65,6 +65,8 @@ class CaptureSettings:
     wait_seconds: float = 0.0
     progress: bool = True
     ablation: Ablation | None = None  # the replay runner: capture with these neurons deactivated
+    # A replay's input is rows of the store, not a file: what `runs.corpus` says instead of the corpus path.
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def run_capture(store_path: Path, lm: LoadedModel, corpus: Corpus, settings: Cap
 
         def decide() -> "_Plan | CaptureSummary":  # rank 0, for every rank
             store = Store.open(store_path) if Store.exists(store_path) else Store.create(store_path, facts)
-            held.enter_context(store.writing(f"capture of {corpus.path.name}", settings.wait_seconds))
+            purpose = "replay" if settings.source is not None else f"capture of {corpus.path.name}"
+            held.enter_context(store.writing(purpose, settings.wait_seconds))
             leading["store"] = store
             return _plan(store, lm, corpus, settings, facts, run_id, leading)
 
@@ -441,14 +444,18 @@ def _finish_run(store: Store, corpus: Corpus, rows: list[dict], settings: Captur
         "ablation": [settings.ablation.name if settings.ablation else None] * n,
     })
     store.write_rows("sentences", sentences)
+    ablation = settings.ablation
     run = {
-        "run_id": run_id, "command": settings.command, "corpus": str(corpus.path.resolve()),
+        "run_id": run_id, "origin": "capture" if settings.source is None else "replay", "command": settings.command,
+        "corpus": settings.source if settings.source is not None else str(corpus.path.resolve()),
         "corpus_sha256": corpus.sha256, "split": settings.split, "kind": corpus.rows[0]["kind"],
         "limit_rows": settings.limit, "row_start": row_start, "row_end": row_end, "n_sentences": n,
         "batch_size": settings.batch_size, "device": device_label(lm, ranks), "compute_dtype": str(lm.dtype).removeprefix("torch."),
         "storage_dtype": settings.storage_dtype, "seconds": seconds,
-        "ablation": settings.ablation.name if settings.ablation else None,
-        "ablation_scope": settings.ablation.scope if settings.ablation else None,
+        "ablation": ablation.name if ablation else None,
+        "ablation_scope": ablation.scope if ablation else None,
+        "ablation_digest": ablation.neurons.digest() if ablation else None,
+        "ablation_size": ablation.neurons.size if ablation else None,
         "started_at": datetime.fromisoformat(journal["started_at"]), "finished_at": _now(),
         "tnstore_version": __version__,
     }

@@ -96,30 +96,55 @@ def dims_at_thresholds(sigma2: np.ndarray, thresholds: Sequence[float]) -> np.nd
     return np.minimum(k, len(sigma2)).astype(np.int64)
 
 
-def nearest_neighbours(x: np.ndarray, k_max: int) -> np.ndarray:
+def duplicate_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of x (n, w) that are exactly identical: (group (n,) = the index of each row's distinct value,
+    counts (g,) = rows per distinct value)."""
+    _, group, counts = np.unique(np.ascontiguousarray(x), axis=0, return_inverse=True, return_counts=True)
+    return group.reshape(-1), counts
+
+
+def n_duplicates(x: np.ndarray) -> int:
+    """How many rows of x (n, w) are identical to at least one other row."""
+    _, counts = duplicate_groups(x)
+    return int(counts[counts > 1].sum())
+
+
+def nearest_neighbours(x: np.ndarray, k_max: int, tie_rng: np.random.Generator) -> np.ndarray:
     """Indices of the k_max most cosine-similar other rows of x (n, w), most similar first; shape (n, k_max).
 
-    A row is never its own neighbour; equal similarities go to the lower index (a stable sort), so duplicated
-    sentences give the same sets on both sides of a pair.
+    A row is never its own neighbour. Equal similarities are ordered by a random permutation of the rows drawn
+    from `tie_rng`: identical rows (e.g. sentences ending in the same token, at the embeddings) would otherwise be
+    ranked by index on both sides of a pair alike and show an alignment that is only their order. Identical rows
+    get exactly equal similarities (computed once per distinct row), so rounding cannot order them either.
     """
     n = x.shape[0]
     if not 1 <= k_max <= n - 1:
         raise ValueError(f"k_max {k_max} must be between 1 and n - 1 = {n - 1}")
-    similarity = cosine_matrix(x)
+    group, counts = duplicate_groups(x)
+    if len(counts) < n:
+        distinct = np.zeros((len(counts), x.shape[1]), dtype=x.dtype)
+        distinct[group] = x
+        similarity = cosine_matrix(distinct)[group][:, group]
+    else:
+        similarity = cosine_matrix(x)
     np.fill_diagonal(similarity, -np.inf)
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k_max]
+    tie_order = np.broadcast_to(tie_rng.permutation(n), similarity.shape)
+    return np.lexsort((tie_order, -similarity), axis=1)[:, :k_max]
 
 
-def mutual_knn(x: np.ndarray, y: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+def mutual_knn(x: np.ndarray, y: np.ndarray, ks: Sequence[int], tie_seed: int = 0) -> np.ndarray:
     """Mutual k-NN alignment (App. E) of paired rows x, y (n, w): mean_i |S_k(x_i) ∩ S_k(y_i)| / k for each k.
 
-    S_k(x_i) = the k nearest neighbours of x_i among the other rows of x by cosine similarity (likewise y).
+    S_k(x_i) = the k nearest neighbours of x_i among the other rows of x by cosine similarity (likewise y); ties
+    are broken by random permutations from `numpy.random.default_rng([tie_seed, 0])` for x and
+    `default_rng([tie_seed, 1])` for y, so tied neighbours are drawn independently on the two sides.
     Returns (len(ks),) float64 in [0, 1].
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError("x and y must hold the two sides of the same pairs")
     k_max = max(ks)
-    nx, ny = nearest_neighbours(x, k_max), nearest_neighbours(y, k_max)
+    nx = nearest_neighbours(x, k_max, np.random.default_rng([tie_seed, 0]))
+    ny = nearest_neighbours(y, k_max, np.random.default_rng([tie_seed, 1]))
     scores = []
     for k in ks:
         shared = (nx[:, :k, None] == ny[:, None, :k]).any(axis=2).sum(axis=1)  # (n,) |S ∩ S|

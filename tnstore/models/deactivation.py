@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
-import torch
 
-from tnstore.models.registry import LoadedModel
+if TYPE_CHECKING:  # torch is imported where a forward runs: naming and hashing sets (analyses, SQL) needs none of it
+    import torch
+
+    from tnstore.models.registry import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,14 @@ class Positions:
 
 
 @contextmanager
-def deactivated(lm: LoadedModel, neuron_set: NeuronSet | None, positions: Positions) -> Iterator[Positions]:
+def deactivated(lm: "LoadedModel", neuron_set: NeuronSet | None, positions: Positions) -> Iterator[Positions]:
     """While the block runs, zero `neuron_set`'s α at `positions` in every forward call (nothing if the set is
     None or empty)."""
     if neuron_set is None or neuron_set.size == 0:
         yield positions
         return
+    import torch
+
     layers = lm.adapter.layers(lm.model)
     handles = []
     for layer_index, neurons in sorted(neuron_set.neurons.items()):
@@ -102,7 +106,9 @@ def deactivated(lm: LoadedModel, neuron_set: NeuronSet | None, positions: Positi
             handle.remove()
 
 
-def _zeroing(index: torch.Tensor, positions: Positions):
+def _zeroing(index: "torch.Tensor", positions: Positions):
+    import torch
+
     def hook(module, args):
         if positions.mode == "nowhere":
             return None

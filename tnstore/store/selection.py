@@ -223,13 +223,19 @@ def _join(*columns: np.ndarray) -> np.ndarray:
     return out
 
 
-def _first_of_each_sentence(col: dict[str, np.ndarray]) -> np.ndarray:
-    """Positions (into `col`) of the lowest row of each sentence identity (rule 1)."""
+def identity(col: dict[str, np.ndarray]) -> np.ndarray:
+    """Rule 1's identity of each row, without its ablation: lang, split, kind and pair_id (or, without one, source
+    and source_line), as one string per row. A replay of a sentence has the identity of its plain capture."""
     ident = np.where(is_null(col["pair_id"]),
                      np.char.add("line:", _join(col["source"].astype(str), col["source_line"].astype(str))),
                      np.char.add("pair:", col["pair_id"].astype(str)))
+    return _join(col["lang"].astype(str), col["split"].astype(str), col["kind"].astype(str), ident)
+
+
+def _first_of_each_sentence(col: dict[str, np.ndarray]) -> np.ndarray:
+    """Positions (into `col`) of the lowest row of each sentence identity (rule 1)."""
     ablation = np.where(is_null(col["ablation"]), "\x00", col["ablation"].astype(str))
-    keys = _join(col["lang"], col["split"], col["kind"], ablation, ident)
+    keys = _join(identity(col), ablation)
     order = np.argsort(col["row"], kind="stable")
     _, first = np.unique(keys[order], return_index=True)
     return order[first]
