@@ -25,6 +25,8 @@ def capture(
     limit: Optional[int] = typer.Option(None, "--limit", help="Capture only the first N records, in file order."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    device_map: Optional[str] = typer.Option(None, "--device-map", help="auto: split a model larger than one GPU "
+                                             "over every GPU (accelerate); also balanced, sequential."),
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 | bfloat16 | float16."),
     storage_dtype: str = typer.Option("float16", "--storage-dtype", help="Stored dtype: float16 | float32."),
     chunk_rows: int = typer.Option(256, "--chunk-rows", min=1, help="Rows per Zarr chunk; also the unit a resumed capture restarts from."),
@@ -33,16 +35,19 @@ def capture(
     ablate_scope: str = typer.Option("last", "--ablate-scope", help="last: zero at the last token only; all: at every position."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Run the model once over a corpus and write last-token activations into the store."""
+    """Run the model once over a corpus and write last-token activations into the store.
+
+    On several GPUs or machines: torchrun --nproc-per-node N -m tnstore capture ... (the ranks split the run)."""
     from tnstore.capture.api import capture_corpus
 
     result = capture_corpus(
         store=store, corpus=corpus, model=model, split=split, kind=kind, limit=limit, batch_size=batch_size,
         device=device, dtype=dtype, storage_dtype=storage_dtype, wait_seconds=wait, progress=not quiet,
-        chunk_rows=chunk_rows, ablate=ablate, ablate_scope=ablate_scope,
+        chunk_rows=chunk_rows, ablate=ablate, ablate_scope=ablate_scope, device_map=device_map,
         command=shlex.join(["tnstore"] + sys.argv[1:]),
     )
-    typer.echo(result.describe())
+    if result.rank == 0:  # under torchrun, one line for the run, not one per rank
+        typer.echo(result.describe())
 
 
 def demo(

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import FormatOpt, ResultsOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt, store_at
+from tnstore.cli.options import FormatOpt, ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, WhereOpt, store_at
 
 SHOWN = 5  # top neurons printed after a detection
 
@@ -34,13 +34,14 @@ def detect(
     where: WhereOpt = None,
     dist: str = typer.Option("cosine", "--dist", help="cosine | euclidean (negative distance: closer is better)."),
     wait: WaitOpt = 0.0,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Score every candidate neuron (Eq. 7-9) and store the ranked top-n transfer neurons."""
     from tnstore.analysis.detect import detect as run_detect
-    from tnstore.cli.parsing import layer_range
+    from tnstore.cli.parsing import layer_range, scheduler as parse_scheduler
 
     result = run_detect(store_at(store, results), type=type_, lang=lang, top=top, layers=layer_range(layers), split=split, where=where,
-                        dist=dist, wait_seconds=wait)
+                        dist=dist, wait_seconds=wait, scheduler=parse_scheduler(scheduler))
     s = result.settings
     pairs = f", {result.n_pairs} en-{s.lang} pairs" if s.type == 1 else ""
     typer.echo(

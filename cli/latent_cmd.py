@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnstore.cli.options import (PLAIN, PLAIN_PARALLEL, ResultsOpt, SplitOpt, StoreArg, WaitOpt, store_at,
+from tnstore.cli.options import (PLAIN, PLAIN_PARALLEL, ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WaitOpt, store_at,
                                  where_option)
 
 if TYPE_CHECKING:
@@ -140,13 +140,16 @@ def centroids_cmd(
     positions: PositionsOpt = None,
     figure: FigureOpt = None,
     wait: WaitOpt = 0.0,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Per layer, cosine similarity between language centroids; writes latent_centroid_cos."""
     _check(figure)
     from tnstore.analysis.latent import centroids
+    from tnstore.cli.parsing import scheduler as parse_scheduler
 
     result = centroids(store_at(store, results), where=where, split=split, layers=_layers(layers),
-                       conditions=_conditions(conditions), positions=positions, wait_seconds=wait)
+                       conditions=_conditions(conditions), positions=positions, wait_seconds=wait,
+                       scheduler=parse_scheduler(scheduler))
     _report(result)
     _figure(store, result, figure, "centroids")
 

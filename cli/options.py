@@ -13,6 +13,10 @@ ResultsOpt = Annotated[Optional[Path], typer.Option(
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer to finish (default: refuse).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Only sentences of this split; `all` for any split.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler", help="Run the streaming pass on a dask.distributed cluster: tcp://HOST:PORT of a running "
+                        "scheduler, or local:N for N worker processes on this machine. Workers read the store by "
+                        "its path (a shared filesystem).")]
 
 # The selection contract's default predicates (tnstore.store.selection), spelled out for --help without importing
 # it; tests/tiny_models/test_cli_help.py checks they match.

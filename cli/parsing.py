@@ -81,3 +81,20 @@ def choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
     if value not in allowed:
         raise TnstoreError(f"{flag} {value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def scheduler(text: str | None, flag: str = "--scheduler"):
+    """`tcp://HOST:PORT` (a running dask scheduler) or `local:N` (a LocalCluster of N worker processes) -> a
+    tnstore.Scheduler; None stays None (run in this process)."""
+    if text is None:
+        return None
+    from tnstore.compute.cluster import Scheduler
+
+    text = text.strip()
+    local = re.fullmatch(r"local:(\d+)", text)
+    if local:
+        return Scheduler.local(int(local.group(1)))
+    if re.fullmatch(r"(tcp|tls|ucx|ws|wss)://\S+", text):
+        return Scheduler.at(text)
+    raise TnstoreError(f"{flag} {text!r} must be a dask scheduler address such as tcp://10.0.0.5:8786, or local:N "
+                       "for N local worker processes")

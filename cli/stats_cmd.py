@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tnstore.cli.options import ResultsOpt, SplitOpt, StoreArg, WhereOpt, store_at
+from tnstore.cli.options import ResultsOpt, SchedulerOpt, SplitOpt, StoreArg, WhereOpt, store_at
 
 SETS_HELP = "SQL predicate over `transfer_neurons` picking the sets to use (default: all)."
 
@@ -32,17 +32,18 @@ def corr_ratio_cmd(
     sets: Optional[str] = typer.Option(None, "--sets", help=SETS_HELP),
     all_neurons: bool = typer.Option(False, "--all-neurons",
                                      help="Also η² and ANOVA of every neuron (no Mann-Whitney)."),
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """η², one-way ANOVA and Mann-Whitney U of transfer neurons against a label; writes tn_corr_ratio."""
     from tnstore.analysis.stats import corr_ratio
-    from tnstore.cli.parsing import families
+    from tnstore.cli.parsing import families, scheduler as parse_scheduler
     from tnstore.cli.render import render
 
     if label_sql and label == "language":
         label = "sql"
     result = corr_ratio(store_at(store, results), label=label, families=families(family) if label == "family" else
                         (("en", "nl", "it"), ("ja", "ko")), label_sql=label_sql, where=where, split=split,
-                        sets=sets, all_neurons=all_neurons, progress=True)
+                        sets=sets, all_neurons=all_neurons, progress=True, scheduler=parse_scheduler(scheduler))
     typer.echo(f"sentences per group: {_counts(result.group_counts)}  (--where {result.where} --split {result.split})")
     typer.echo(render(result.summary_arrow, "table", 200), nl=False)
     spec = f" {result.label.spec}" if result.label.spec else ""
@@ -78,13 +79,15 @@ def lang_neurons_cmd(
     thresholds: str = typer.Option("0.1,0.25,0.5", "--thresholds", help="η² thresholds to count neurons above."),
     split: SplitOpt = "train",
     where: WhereOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """η² of every neuron against each language vs the rest (App. H.3); writes lang_neurons, prints counts."""
     from tnstore.analysis.stats import lang_neurons
-    from tnstore.cli.parsing import numbers
+    from tnstore.cli.parsing import numbers, scheduler as parse_scheduler
     from tnstore.cli.render import render
 
-    result = lang_neurons(store_at(store, results), numbers(thresholds, "--thresholds"), where, split, progress=True)
+    result = lang_neurons(store_at(store, results), numbers(thresholds, "--thresholds"), where, split, progress=True,
+                          scheduler=parse_scheduler(scheduler))
     typer.echo(f"sentences per language: {_counts(result.group_counts)}")
     typer.echo("neurons with η² above the threshold, per layer (columns: language vs the rest)")
     typer.echo(render(result.counts_arrow, "table", 10_000), nl=False)
@@ -99,11 +102,13 @@ def groups_cmd(
     group_by: str = typer.Option("lang", "--group-by", help="SQL expression over sentences giving each group."),
     split: SplitOpt = "train",
     where: WhereOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Only the streaming pass: per-group sums of every neuron into group_stats, for your own SQL (queries/eta2.sql)."""
     from tnstore.analysis.stats import groups
+    from tnstore.cli.parsing import scheduler as parse_scheduler
 
-    result = groups(store_at(store, results), group_by, where, split, progress=True)
+    result = groups(store_at(store, results), group_by, where, split, progress=True, scheduler=parse_scheduler(scheduler))
     typer.echo(f"sentences per group: {_counts(result.group_counts)}")
     typer.echo(f"group stats {result.stats_id} {'already stored' if result.reused else 'written to group_stats'}")
 

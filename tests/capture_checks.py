@@ -1,6 +1,8 @@
 """Capture assertions shared by the tiny-model unit tests and the real-model integration tests.
 
-Each takes the loaded model, a store captured from `texts` (rows 0..n-1, float32 storage) and the texts.
+Each takes the loaded model, a store captured from `texts` (rows 0..n-1, float32 storage) and the texts. A run
+stores its rows in its own order (by language, longest first), so checks that pair rows with texts read which
+text each row holds from the sentences table (`row_texts`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,13 @@ def _close(actual, expected, rtol, what):
     assert err <= rtol * scale, f"{what}: max abs error {err:.3g} > {rtol:g} x scale {scale:.3g}"
 
 
+def row_texts(store, texts) -> list[str]:
+    """The texts of rows 0..n-1 as the store holds them: the same texts as `texts`, in the run's order."""
+    held = store.query("SELECT text FROM sentences ORDER BY row").column("text").to_pylist()
+    assert sorted(held) == sorted(texts), "the store holds other sentences than were captured"
+    return held
+
+
 def check_batched_equals_single(lm, texts):
     batched = capture_block(lm, texts, token_counts(lm, texts), batch_size=len(texts))
     for i, text in enumerate(texts):
@@ -30,6 +39,7 @@ def check_batched_equals_single(lm, texts):
 
 
 def check_hidden_equals_plain_forward(lm, store, texts):
+    texts = row_texts(store, texts)
     stored = store.read_rows("hidden", np.arange(len(texts)))
     for i, text in enumerate(texts):
         plain = plain_hidden_states(lm.model, lm.tokenizer, text)
@@ -38,6 +48,7 @@ def check_hidden_equals_plain_forward(lm, store, texts):
 
 
 def check_residual_activation_contribution(lm, store, texts, rtol=1e-4):
+    texts = row_texts(store, texts)
     rows = np.arange(len(texts))
     hidden, final_raw = store.read_rows("hidden", rows), store.read_rows("final_raw", rows)
     resid, alpha, out = (store.read_rows(n, rows) for n in ("resid_pre_mlp", "mlp_act", "mlp_out"))
@@ -82,10 +93,15 @@ def check_value_vectors(lm, store):
 
 
 def check_sentences_table(lm, store, texts):
-    table = store.query("SELECT row, text, split, n_tokens FROM sentences ORDER BY row").to_pylist()
+    table = store.query("SELECT row, lang, text, split, n_tokens, source_line FROM sentences ORDER BY row").to_pylist()
     assert [r["row"] for r in table] == list(range(len(texts)))
-    assert [r["text"] for r in table] == texts
-    assert [r["n_tokens"] for r in table] == [len(lm.tokenizer(t).input_ids) for t in texts]
+    assert sorted(r["text"] for r in table) == sorted(texts)
+    assert [r["n_tokens"] for r in table] == [len(lm.tokenizer(r["text"]).input_ids) for r in table]
+    # The run's order: grouped by language, longest first within each, ties in corpus order.
+    langs = [r["lang"] for r in table]
+    assert langs == [lang for lang in dict.fromkeys(langs) for _ in range(langs.count(lang))]
+    keys = [(langs.index(r["lang"]), -r["n_tokens"], r["source_line"]) for r in table]
+    assert keys == sorted(keys)
 
 
 class CaptureContract:

@@ -41,6 +41,7 @@ _PUBLIC = {
     "States": ("tnstore.store.store", "States"),
     "Relation": ("tnstore.store.relation", "Relation"),
     "capture_corpus": ("tnstore.capture.api", "capture_corpus"),
+    "Scheduler": ("tnstore.compute.cluster", "Scheduler"),
     "replay": ("tnstore.capture.replay", "replay"),
     "cross_lingual": ("tnstore.analysis.crossling", "cross_lingual"),
     "verify": ("tnstore.store.verify", "verify"),

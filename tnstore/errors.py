@@ -34,6 +34,9 @@ class ArgumentError(TnstoreError, ValueError):
         self.template = template if _PLACEHOLDER.search(template) else "{arg} " + template
         super().__init__(self.rendered(lambda name: name))
 
+    def __reduce__(self):  # a cluster worker's error crosses processes pickled: keep both fields
+        return type(self), (self.arg, self.template)
+
     def rendered(self, name_of: Callable[[str], str]) -> str:
         """The message with the arguments' names spelled by `name_of` (e.g. as CLI flags)."""
         return _PLACEHOLDER.sub(lambda m: name_of(m.group(1) or self.arg), self.template)
@@ -44,7 +47,11 @@ class SqlError(TnstoreError):
 
     def __init__(self, reason: str, context: str = "SQL failed"):
         self.reason = reason
+        self.context = context
         super().__init__(f"{context}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.reason, self.context)
 
 
 class ReadOnlyError(TnstoreError):

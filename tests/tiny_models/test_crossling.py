@@ -40,9 +40,10 @@ def _reference(path, set_id: str, l2: str, index: int, limit: int | None = None)
     """Centroids of the plain and the replayed L2 test sentences, paired by pair id, in float64."""
     sentences = pq_rows(path / "tables" / "sentences")
     scope = {r["run_id"]: r["ablation_scope"] for r in pq_rows(path / "tables" / "runs")}
-    plain = sorted((r["row"], r["pair_id"]) for r in sentences if r["ablation"] is None and r["lang"] == l2
-                   and r["split"] == "test" and r["kind"] == "parallel")
-    plain = plain[:limit] if limit else plain
+    # A replay's `limit` takes the first sentences in corpus order (a run stores its rows longest first).
+    plain = sorted((r["source"], r["source_line"], r["row"], r["pair_id"]) for r in sentences
+                   if r["ablation"] is None and r["lang"] == l2 and r["split"] == "test" and r["kind"] == "parallel")
+    plain = [(row, pair) for _, _, row, pair in (plain[:limit] if limit else plain)]
     ablated = {r["pair_id"]: r["row"] for r in sentences if r["ablation"] == set_id and r["lang"] == l2
                and scope[r["run_id"]] == "last"}
     hidden = raw(path, "hidden")

@@ -8,6 +8,10 @@ Sentences (the selection contract of tnstore.store.selection): of the sentences 
 `ablation IS NULL`: plain captures), the scored L2 sentences are the `lang` rows of kind parallel or mono
 (nonparallel rows are a control set that repeats sentences); Type-1's shared centroid uses the parallel en-L2
 pairs among them. A sentence captured twice counts once.
+
+With a scheduler (tnstore.compute.cluster), centroids and scores run as chunk tasks on a dask.distributed
+cluster: per layer group, one task per block of rows the local pass reads (so each task computes what one local
+block does), partial sums added in a tree. Only the order of the float64 additions differs from the local pass.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from tnstore.compute.buffers import Recycler
+from tnstore.compute.cluster import SchedulerLike, check_scheduler
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.kernels.centroids import hidden_mean, shared_centroid
 from tnstore.kernels.scoring import DISTANCES, LayerTerms, score_sums, value_terms
@@ -175,7 +180,7 @@ def select_rows(store: Store, settings: DetectSettings) -> Selection:
 def detect(
     store: "str | Path | Store", type: int, lang: str, top: int = 1000,
     layers: "range | tuple[int, int] | None" = None, split: str = "train", where: str | None = None,
-    dist: str = "cosine", max_rows: int = 2048, wait_seconds: float = 0.0,
+    dist: str = "cosine", max_rows: int = 2048, wait_seconds: float = 0.0, scheduler: SchedulerLike = None,
 ) -> DetectResult:
     """Score every candidate neuron (Eq. 7-9), rank them and write centroids, neuron_scores and transfer_neurons.
 
@@ -187,13 +192,19 @@ def detect(
     two groups of layers (value vectors plus one block of their rows, ~GROUP_BYTES each when a layer fits; the
     value buffers are recycled) plus one float32 (max_rows, d_mlp) product and the elementwise tiles.
     The result's `ranking` is the top-`top` set: (top,) rows of set_id, rank, layer, neuron, score.
+    scheduler: `tnstore.Scheduler.at("tcp://HOST:PORT")`, `tnstore.Scheduler.local(N)` or a distributed.Client:
+    centroids and scores run as chunk tasks there, the workers reading the store by its path; None: here.
     """
     t0 = time.perf_counter()
+    scheduler = check_scheduler(scheduler)
     store = open_store(store)
     settings = resolve_settings(store.model_facts, type, lang, top, layers, split, dist, where)
     with store.writing(f"detect {settings.set_id}", wait_seconds):
         selection = select_rows(store, settings)
-        centroids, scores = _score_layers(store, settings, selection, max_rows)
+        if scheduler is None:
+            centroids, scores = _score_layers(store, settings, selection, max_rows)
+        else:
+            centroids, scores = _score_layers_on(scheduler, store, settings, selection, max_rows)
         if not np.isfinite(scores).all():
             raise TnstoreError(
                 f"non-finite neuron scores in {settings.analysis_id} (a zero residual or centroid?); "
@@ -262,6 +273,60 @@ def _prepare(
         scale = store.read_rows("mlp_out_scale", rows, group)  # (n, g)
         for last, (positions, resid, act) in _mark_last(_aligned_blocks(store, rows, group, max_rows)):
             yield _Work(layers, centroids, terms, resid, act, scale[positions], done_with if last else ())
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """One chunk task: the score sums of `rows` (one local block) for the candidate layers `layers`."""
+
+    ref: str
+    layers: range
+    centroids: np.ndarray  # (g, d) float64
+    dist: str
+    rows: np.ndarray
+    max_rows: int
+
+
+def score_chunk(task: ScoreTask) -> np.ndarray:
+    """Σ over the task's rows of N - L for every neuron of its layers; (g, d_mlp) float64 (a worker's share)."""
+    from tnstore.compute.cluster import worker_store
+
+    store = worker_store(task.ref)
+    group = slice(task.layers.start, task.layers.stop)
+    recycler = Recycler()
+    terms, _ = _value_terms(store, group, task.centroids, task.dist, recycler)
+    scale = store.read_rows("mlp_out_scale", task.rows, group)
+    sums = np.zeros((len(task.layers), int(store.model_facts["d_mlp"])))
+    for positions, resid, act in _aligned_blocks(store, task.rows, group, task.max_rows):
+        for j in range(len(task.layers)):
+            sums[j] += score_sums(terms[j], resid[:, j], act[:, j], scale[positions, j])
+    return sums
+
+
+def _score_layers_on(
+    scheduler: SchedulerLike, store: Store, settings: DetectSettings, selection: Selection, max_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """_score_layers as chunk tasks on a cluster: centroid sums, then score sums, one task per local block."""
+    from tnstore.compute import cluster
+    from tnstore.kernels.tasks import SumsTask, add_sums, group_sums_chunk, row_spans
+
+    ref = cluster.store_ref(store)
+    rows = selection.scored_rows
+    mean_rows = (np.concatenate([selection.pair_en_rows, selection.pair_l2_rows]) if settings.type == 1 else rows)
+    groups = list(_layer_groups(store.model_facts, settings, min(len(rows), max_rows)))
+    one = np.zeros(len(mean_rows), dtype=np.int64)
+    mean_spans = row_spans(store, "hidden", mean_rows, max_rows)
+    score_spans = row_spans(store, "resid_pre_mlp", rows, max_rows)
+    with cluster.session(scheduler) as client:
+        sums = cluster.map_reduce(client, [
+            [SumsTask(ref, "hidden", slice(layers.start + 1, layers.stop + 1), mean_rows[span], one[span], 1,
+                      max_rows)
+             for span in mean_spans] for layers in groups], group_sums_chunk, add_sums)
+        centroids = [part.sums[0] / part.counts[0] for part in sums]  # (g, d) per group
+        scores = cluster.map_reduce(client, [
+            [ScoreTask(ref, layers, centroid, settings.dist, rows[span], max_rows) for span in score_spans]
+            for layers, centroid in zip(groups, centroids)], score_chunk, np.add)
+    return np.concatenate(centroids), np.concatenate(scores) / len(rows)
 
 
 def _value_terms(

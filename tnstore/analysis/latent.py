@@ -39,8 +39,10 @@ import numpy as np
 import pyarrow as pa
 
 from tnstore.analysis import conditions as C
+from tnstore.compute.cluster import SchedulerLike, check_scheduler
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.kernels import latent as K
+from tnstore.kernels.centroids import group_means_on
 from tnstore.store import selection as S
 from tnstore.store.schema import conform
 from tnstore.store.selection import Pairs, Scope
@@ -400,14 +402,19 @@ def _dims(store: Store, scope: Scope, condition: str | None, indices: list[int],
 
 def centroids(store: "str | Path | Store", where: str | None = None, split: str = "train",
               layers: "Sequence[int] | range | None" = None, conditions: "Sequence[str] | None" = None,
-              positions: str | None = None, wait_seconds: float = 0.0) -> LatentResult:
-    """§3.3: per hidden index, cosine similarity of every pair of language centroids C_L = mean of its states."""
+              positions: str | None = None, wait_seconds: float = 0.0, scheduler: SchedulerLike = None) -> LatentResult:
+    """§3.3: per hidden index, cosine similarity of every pair of language centroids C_L = mean of its states.
+
+    scheduler: read the states and sum them per language as chunk tasks on a dask.distributed cluster
+    (tnstore.compute.cluster); None: here."""
+    scheduler = check_scheduler(scheduler)
     store, runs, indices = _open(store, where, split, DEFAULT_WHERE, layers, conditions, positions)
-    return _collect(store, "latent_centroid_cos", [_centroids(store, scope, name, indices) for name, scope in runs],
-                    conditions is not None, wait_seconds)
+    return _collect(store, "latent_centroid_cos", [_centroids(store, scope, name, indices, scheduler)
+                                                   for name, scope in runs], conditions is not None, wait_seconds)
 
 
-def _centroids(store: Store, scope: Scope, condition: str | None, indices: list[int]) -> _Run:
+def _centroids(store: Store, scope: Scope, condition: str | None, indices: list[int],
+               scheduler: SchedulerLike = None) -> _Run:
     groups, sel = select_groups(store, scope)
     condition = condition or C.derived(sel)
     langs = groups.names()
@@ -417,9 +424,15 @@ def _centroids(store: Store, scope: Scope, condition: str | None, indices: list[
     aid = analysis_id("latent_centroid_cos", where=scope.where, split=scope.split, condition=condition)
     counts = {lang: len(groups.positions(lang)) for lang in langs}
     records = []
-    for index in indices:
-        x = states(store, "hidden", groups.rows, index).astype(np.float64)
-        cos = K.cosine_matrix(np.stack([x[groups.positions(lang)].mean(axis=0) for lang in langs]))
+    if scheduler is not None:
+        code_of = {lang: i for i, lang in enumerate(langs)}
+        codes = np.array([code_of[lang] for lang in groups.langs], dtype=np.int64)
+        means_on = group_means_on(scheduler, store, "hidden", groups.rows, codes, len(langs), indices)
+    for n, index in enumerate(indices):
+        if scheduler is None:
+            x = states(store, "hidden", groups.rows, index).astype(np.float64)
+            means = np.stack([x[groups.positions(lang)].mean(axis=0) for lang in langs])
+        cos = K.cosine_matrix(means if scheduler is None else means_on[n])
         records += [{"hidden_index": index, "lang_a": a, "lang_b": b, "n_a": counts[a], "n_b": counts[b],
                      "cosine": float(cos[i, j])} for i, a in enumerate(langs) for j, b in enumerate(langs)]
     table = _records_table("latent_centroid_cos", aid, scope, condition, records)

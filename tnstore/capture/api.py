@@ -8,7 +8,7 @@ from pathlib import Path
 from tnstore.capture.corpus import load_corpus
 from tnstore.capture.runner import CaptureSettings, check_storage_dtype, check_store_model, run_capture
 from tnstore.errors import ArgumentError
-from tnstore.models.registry import check_model_spec, load_model
+from tnstore.models.registry import check_device_map, check_model_spec, load_model
 from tnstore.store.files import is_remote
 from tnstore.store.store import Store
 
@@ -29,6 +29,8 @@ class CaptureResult:
     ablation: str | None
     ablation_scope: str | None
     ablation_size: int
+    rank: int = 0  # this process's rank of a torchrun capture
+    world: int = 1  # the capture's ranks
 
     @property
     def n_sentences(self) -> int:
@@ -42,9 +44,10 @@ class CaptureResult:
         rate = self.n_sentences / self.seconds if self.seconds else float("nan")
         ablated = (f" with {self.ablation_size} neurons of {self.ablation} deactivated ({self.ablation_scope} "
                    "position)" if self.ablation else "")
+        ranks = f" on {self.world} ranks" if self.world > 1 else ""
         return (f"captured{ablated} {self.n_sentences} sentences ({', '.join(self.langs)}; split {self.split}) with "
-                f"{self.model} into {self.store} rows {self.row_start}..{self.row_end - 1} in {self.seconds:.1f} s "
-                f"({rate:.1f} sentences/s)")
+                f"{self.model}{ranks} into {self.store} rows {self.row_start}..{self.row_end - 1} in "
+                f"{self.seconds:.1f} s ({rate:.1f} sentences/s)")
 
 
 def capture_corpus(
@@ -52,6 +55,7 @@ def capture_corpus(
     kind: str | None = None, limit: int | None = None, batch_size: int = 32, device: str = "auto",
     dtype: str = "float32", storage_dtype: str = "float16", chunk_rows: int = 256, wait_seconds: float = 0.0,
     progress: bool = False, command: str = "", ablate: str | None = None, ablate_scope: str = "last",
+    device_map: str | None = None,
 ) -> CaptureResult:
     """Capture `corpus` with `model` into `store` (created if missing, appended to otherwise).
 
@@ -60,7 +64,14 @@ def capture_corpus(
     `transfer_neurons` set_id) to deactivate during the forward pass, at the last token (`ablate_scope` "last") or
     at every position ("all"): the replay runner. `chunk_rows` rows make one Zarr chunk and the unit a resumed
     capture restarts from. Running the same call again after an interruption resumes it.
+    device_map: "auto" splits a model larger than one GPU over every GPU with accelerate (`device` stays auto).
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this with the same arguments: each takes its own GPU
+    (LOCAL_RANK; `device` auto or cuda) or shares the CPU, and the ranks split the run's blocks
+    (tnstore.capture.distributed). The store ends as a one-process capture would leave it.
     """
+    from tnstore.capture import distributed as D
+
     from tnstore.capture.forward import SCOPES, Ablation
 
     check_storage_dtype(storage_dtype)
@@ -74,7 +85,13 @@ def capture_corpus(
             raise ArgumentError(name, f"{{arg}} must be a positive integer, got {value!r}")
     if ablate_scope not in SCOPES:
         raise ArgumentError("ablate_scope", f"{{arg}} {ablate_scope!r} is not one of {', '.join(SCOPES)}")
+    ranks = D.from_environment()
+    if ranks.distributed and device_map is not None:
+        raise ArgumentError("device_map", "{arg} splits one model over the GPUs of one process; under torchrun "
+                                          "each rank takes one GPU: drop {arg}, or run one process")
+    device = D.device_for(ranks, device)
     check_model_spec(model, device, dtype)
+    check_device_map(device_map, device)
     sentences = load_corpus(corpus, kind=kind, limit=limit)
     store = Path(store)
     _check_writable(store)
@@ -86,16 +103,17 @@ def capture_corpus(
         if not Store.exists(store):
             raise ArgumentError("ablate", f"{{arg}} {ablate!r} needs an existing store holding that neuron set")
         ablation = Ablation(load_set(Store.open(store, mode="r"), ablate, arg="ablate"), ablate_scope)
-    lm = load_model(model, device=device, dtype=dtype)
     settings = CaptureSettings(
         split=split, limit=limit, batch_size=batch_size, storage_dtype=storage_dtype, command=command,
         wait_seconds=wait_seconds, progress=progress, block_rows=chunk_rows, ablation=ablation,
     )
-    summary = run_capture(store, lm, sentences, settings)
+    with D.process_group(ranks, device):
+        lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
+        summary = run_capture(store, lm, sentences, settings, ranks)
     return CaptureResult(store, summary.run_id, summary.row_start, summary.row_end, summary.seconds,
                          summary.already_done, tuple(sentences.langs), split, model,
                          ablation.name if ablation else None, ablate_scope if ablation else None,
-                         ablation.neurons.size if ablation else 0)
+                         ablation.neurons.size if ablation else 0, ranks.rank, ranks.world)
 
 
 def _check_writable(store: Path) -> None:

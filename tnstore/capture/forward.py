@@ -2,6 +2,10 @@
 
 Batches are right-padded: with a causal mask, padding after the last real token cannot change it, and the real
 tokens keep positions 0..n-1 (left padding would shift them unless position ids are rebuilt).
+
+On a GPU the taps keep their last-token rows on the device (on the embeddings' device when accelerate has split
+the model over several), and the whole batch crosses to the host in one copy at its end: one synchronising copy
+per tap and layer would stall the GPU a hundred times per batch.
 """
 from __future__ import annotations
 
@@ -47,11 +51,11 @@ def row_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
 
 @contextmanager
 def _taps(lm: LoadedModel, last: dict[str, torch.Tensor], stash: dict[tuple[int, str], torch.Tensor]) -> Iterator[None]:
-    """Install the adapter's taps; each keeps only the last-token row of every sentence, as float32 on CPU."""
+    """Install the adapter's taps; each keeps only the last-token row of every sentence, where it was computed."""
 
     def record(layer: int, name: str, value: torch.Tensor) -> None:
-        idx = last["index"]
-        stash[(layer, name)] = value[torch.arange(value.shape[0], device=value.device), idx].float().cpu()
+        idx = last["index"].to(value.device)
+        stash[(layer, name)] = value[torch.arange(value.shape[0], device=value.device), idx]
 
     layers = lm.adapter.layers(lm.model)
     handles = []
@@ -84,9 +88,24 @@ def forward_last_token(lm: LoadedModel, texts: list[str], ablation: Ablation | N
         out = lm.adapter.decoder(lm.model)(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )
-    rows = torch.arange(len(texts), device=lm.device)
-    hidden = torch.stack([h[rows, last["index"]].float().cpu() for h in out.hidden_states], dim=1)
-    return _assemble(lm, hidden, stash)
+    stash.update({(i, "hidden"): h[torch.arange(len(texts), device=h.device), last["index"].to(h.device)]
+                  for i, h in enumerate(out.hidden_states)})
+    host = to_host(stash, lm.device)
+    hidden = torch.stack([host.pop((i, "hidden")) for i in range(len(out.hidden_states))], dim=1)
+    return _assemble(lm, hidden, host)
+
+
+def to_host(rows: dict[tuple[int, str], torch.Tensor], device: torch.device,
+            pack: bool | None = None) -> dict[tuple[int, str], torch.Tensor]:
+    """The batch's last-token rows, each (B, width), as float32 CPU tensors: on a GPU (or with `pack`) gathered
+    into one buffer on `device` and copied to the host at once; on the CPU converted where they lie."""
+    if not (device.type != "cpu" if pack is None else pack):
+        return {key: value.float().cpu() for key, value in rows.items()}
+    keys = list(rows)
+    widths = [rows[k].shape[1] for k in keys]
+    packed = torch.cat([rows[k].to(device=device, dtype=torch.float32, non_blocking=True) for k in keys], dim=1)
+    host = packed.cpu()
+    return dict(zip(keys, torch.split(host, widths, dim=1)))
 
 
 def _assemble(lm: LoadedModel, hidden: torch.Tensor, stash: dict[tuple[int, str], torch.Tensor]) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@
 
 The input is the store's `sentences` table, not a corpus file: the plain rows (`ablation IS NULL`) that `split`,
 `kind`, `langs` and `where` pick, counted once each (the selection contract of tnstore.store.selection), the first
-`limit` of each language in row order. English is left out by default: the paper deactivates on the L2 side only
+`limit` of each language in corpus order. English is left out by default: the paper deactivates on the L2 side only
 and compares with the plain English capture, so replaying English is work for nothing.
 
 Each (set, split, kind) is one capture run through `tnstore.capture.runner.run_capture` with
@@ -104,7 +104,7 @@ def replay(
     sets: names of stored sets (neuron_sets names or transfer_neurons set_ids), or NeuronSet objects (their
     `name` becomes the condition's name). split: a split or "all"; langs: None = every language but English;
     kind: parallel (default) | nonparallel | mono | all; where: an extra SQL predicate over sentences; limit: the
-    first N sentences of each language in row order. positions: where α := 0 — "last" (each sentence's last real
+    first N sentences of each language in corpus order. positions: where α := 0 — "last" (each sentence's last real
     token, the authors' hidden-state, kNN and similarity runs) or "all" (every position). model: None = the
     store's own model (another spec must hold the same weights); storage_dtype None = the store's.
     """
@@ -176,7 +176,8 @@ def replay(
 def source_rows(store: Store, split: str, langs: Sequence[str] | None, kind: str, where: str | None,
                  limit: int | None) -> dict[str, np.ndarray]:
     """The plain sentences a replay covers, one per sentence, by language (in the order of `langs`; default every
-    language but English, sorted) then row: columns of `sentences` plus `identity` (tnstore.store.selection)."""
+    language but English, sorted) then in corpus order: columns of `sentences` plus `identity`
+    (tnstore.store.selection)."""
     if isinstance(langs, str):
         langs = [langs]
     predicate = S.PLAIN if where is None else f"({where}) AND {S.PLAIN}"
@@ -196,8 +197,11 @@ def source_rows(store: Store, split: str, langs: Sequence[str] | None, kind: str
     index = np.array([at_row[int(r)] for r in rows], dtype=np.int64)
     col = {name: table.column(name).to_numpy(zero_copy_only=False)[index] for name in _COLUMNS}
     order = []
-    for lang in wanted:  # the languages in the order asked for (default: sorted), rows ascending within each
-        mine = np.flatnonzero(col["lang"] == lang)
+    # The languages in the order asked for (default: sorted), each in corpus order (source, source_line): a run
+    # stores its rows longest first, so row order would make `limit` pick the longest sentences.
+    corpus_order = np.lexsort((col["row"], col["source_line"].astype(np.int64), col["source"].astype(str)))
+    for lang in wanted:
+        mine = corpus_order[col["lang"][corpus_order] == lang]
         order.append(mine if limit is None else mine[:limit])
     order = np.concatenate(order)
     col = {name: values[order] for name, values in col.items()}

@@ -5,11 +5,16 @@ As in the authors' code, the centroid for 0-based decoder layer `l` is the mean 
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from tnstore.store.store import Store
+
+if TYPE_CHECKING:
+    from tnstore.compute.cluster import SchedulerLike
+
+TASK_ROWS = 2048  # rows per chunk task on a cluster
 
 
 def stream_mean(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -51,3 +56,22 @@ def shared_centroid(
     if len(en_rows) != len(l2_rows):
         raise ValueError("en_rows and l2_rows must list the two sides of the same pairs")
     return hidden_mean(store, np.concatenate([en_rows, l2_rows]), layers, max_rows)
+
+
+def group_means_on(scheduler: "SchedulerLike", store: Store, array: str, rows: np.ndarray, codes: np.ndarray,
+                   n_groups: int, indices: Sequence[int], max_rows: int = 512) -> np.ndarray:
+    """Per group mean of `array[rows, i]` for each index i, as chunk tasks on a cluster (tnstore.compute.cluster):
+    (len(indices), n_groups, width) float64, summed in float64 per block, blocks added in a tree.
+
+    rows (N,), codes (N,) in [0, n_groups); every group needs at least one row.
+    """
+    from tnstore.compute import cluster
+    from tnstore.kernels.tasks import SumsTask, add_sums, group_sums_chunk, row_spans
+
+    ref = cluster.store_ref(store)
+    rows, codes = np.asarray(rows, dtype=np.int64), np.asarray(codes, dtype=np.int64)
+    spans = row_spans(store, array, rows, max(TASK_ROWS, max_rows))
+    with cluster.session(scheduler) as client:
+        parts = cluster.map_reduce(client, [[SumsTask(ref, array, int(i), rows[span], codes[span], n_groups, max_rows)
+                                             for span in spans] for i in indices], group_sums_chunk, add_sums)
+    return np.stack([part.sums / part.counts[:, None] for part in parts])

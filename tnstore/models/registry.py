@@ -97,20 +97,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TNSTORE_CACHE", Path.home() / ".cache" / "tnstore"))
 
 
-def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load a model by spec (see module docstring) onto `device` in compute `dtype`."""
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32", device_map: str | None = None) -> LoadedModel:
+    """Load a model by spec (see module docstring) onto `device` in compute `dtype`.
+
+    device_map: "auto" (or accelerate's "balanced", "sequential", ...) splits the model's layers over every GPU
+    (then the CPU) with accelerate, for a model larger than one GPU; `device` must then stay "auto". Inputs go
+    to the device of the embeddings; accelerate moves activations between devices at layer boundaries.
+    """
     _quiet_transformers()
     if dtype not in DTYPES:
         raise ArgumentError("dtype", f"{{arg}} {dtype!r} is not one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
+    check_device_map(device_map, device)
     device = resolve_device(device)
     if spec in TINY_FAMILIES:
         model, tokenizer = build_tiny_model(spec)
         source = "random"
+        model = model.to(dtype=torch_dtype)
+        if device_map is not None:
+            model = _dispatch(model, device_map)
     else:
         folder, source = _hf_folder_for(spec)
-        model, tokenizer = _load_hf(folder, spec, torch_dtype)
-    model = model.to(device=device, dtype=torch_dtype).eval()
+        model, tokenizer = _load_hf(folder, spec, torch_dtype, device_map)
+    model = (model if device_map is not None else model.to(device=device, dtype=torch_dtype)).eval()
     adapter = adapter_for(model)
     tokenizer.padding_side = "right"  # right padding keeps real tokens' positions; see capture.runner
     return LoadedModel(spec=spec, source=source, model=model, tokenizer=tokenizer, adapter=adapter)
@@ -221,12 +230,39 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _load_hf(folder: str, spec: str, torch_dtype: torch.dtype) -> tuple[nn.Module, Any]:
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map: str | None, device: str = "auto") -> None:
+    """A device map is one of accelerate's strategies, and leaves the placement to it (`device` auto)."""
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAPS:
+        raise ArgumentError("device_map", f"{{arg}} {device_map!r} is not one of {', '.join(DEVICE_MAPS)}")
+    if device != "auto":
+        raise ArgumentError("device_map", f"{{arg}} {device_map} places the layers itself; leave {{arg:device}} "
+                                          f"auto (not {device})")
+
+
+def _dispatch(model: nn.Module, device_map: str) -> nn.Module:
+    """A model built in memory, split over the devices as from_pretrained(device_map=...) would."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    no_split = getattr(model, "_no_split_modules", None) or []
+    memory = (get_balanced_memory(model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0")
+              if device_map.startswith("balanced") else None)
+    placement = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=placement)
+
+
+def _load_hf(folder: str, spec: str, torch_dtype: torch.dtype, device_map: str | None = None) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        extra = {} if device_map is None else {"device_map": device_map}
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **extra)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TnstoreError(f"cannot load model {spec!r}: {reason}") from None

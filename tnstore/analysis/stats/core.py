@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as sps
 
+from tnstore.compute.cluster import SchedulerLike, check_scheduler
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.kernels.group_stats import GroupMoments, gather_columns, group_moments
 from tnstore.queries import load
@@ -91,8 +92,10 @@ class GroupStats:
 
 
 def compute_group_stats(store: Store, sel: Selection, gather: np.ndarray | None = None,
-                        progress: bool = False) -> GroupStats:
-    """The group_stats of `sel`, reusing the stored ones if nothing changed; gathers `gather` (K, 2) on the way."""
+                        progress: bool = False, scheduler: "SchedulerLike" = None) -> GroupStats:
+    """The group_stats of `sel`, reusing the stored ones if nothing changed; gathers `gather` (K, 2) on the way.
+
+    scheduler: run the streaming pass as chunk tasks on a dask.distributed cluster (tnstore.compute.cluster)."""
     n_layers = int(store.model_facts["n_layers"])
     d_mlp = int(store.model_facts["d_mlp"])
     _check_accumulator_size(sel, n_layers, d_mlp)
@@ -101,12 +104,15 @@ def compute_group_stats(store: Store, sel: Selection, gather: np.ndarray | None 
     held = store.sql("SELECT count(*) FROM group_stats WHERE stats_id = ?", [stats_id]).scalar()
     if held == len(sel.groups) * n_layers * d_mlp:
         gathered = None
-        if gather is not None and len(gather):
+        if gather is not None and len(gather) and scheduler is None:
             gathered = gather_columns(store, sel.rows, gather, array=ARRAY)
+        elif gather is not None and len(gather):  # the same reads, on the cluster (their sums are dropped)
+            _, gathered = group_moments(store, sel.rows, sel.codes, len(sel.groups), np.unique(gather[:, 0]),
+                                        array=ARRAY, gather=gather, scheduler=scheduler)
         return GroupStats(stats_id, sel.grouping, sel.where, sel.split, None, gathered)
     with _progress(len(sel.rows) * n_layers, progress) as tick:
         moments, gathered = group_moments(store, sel.rows, sel.codes, len(sel.groups), range(n_layers),
-                                          array=ARRAY, gather=gather, on_block=tick)
+                                          array=ARRAY, gather=gather, on_block=tick, scheduler=scheduler)
     return GroupStats(stats_id, sel.grouping, sel.where, sel.split, moments_table(stats_id, sel, moments), gathered)
 
 
@@ -120,12 +126,16 @@ class GroupsResult:
 
 
 def groups(store: "str | Path | Store", group_by: str = "lang", where: str | None = None,
-           split: str = DEFAULT_SPLIT, progress: bool = False) -> GroupsResult:
+           split: str = DEFAULT_SPLIT, progress: bool = False, scheduler: "SchedulerLike" = None) -> GroupsResult:
     """Compute and write group_stats: per group of the SQL expression `group_by` over sentences, per layer and
-    neuron, the count, shift and shifted sums of mlp_act over the sentences `where` and `split` select."""
+    neuron, the count, shift and shifted sums of mlp_act over the sentences `where` and `split` select.
+
+    scheduler: `tnstore.Scheduler.at("tcp://HOST:PORT")`, `tnstore.Scheduler.local(N)` or a distributed.Client:
+    the pass runs as chunk tasks there, its workers reading the store by its path; None: in this process."""
+    scheduler = check_scheduler(scheduler)
     store = open_store(store)
     sel = select_sentences(store, group_by, where, split, grouping_arg="group_by")
-    gs = compute_group_stats(store, sel, progress=progress)
+    gs = compute_group_stats(store, sel, progress=progress, scheduler=scheduler)
     if gs.table is not None:
         with store.writing("stats groups"):
             store.write_rows("group_stats", gs.table)

@@ -22,6 +22,7 @@ from tnstore.analysis.stats.core import (
 from tnstore.analysis.stats.labels import (
     PAPER_FAMILIES, Label, check_families, family_label, grouping_for, language_label, sql_label,
 )
+from tnstore.compute.cluster import SchedulerLike, check_scheduler
 from tnstore.errors import ArgumentError, SqlError, TnstoreError
 from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
@@ -54,7 +55,7 @@ class CorrRatioResult:
 def corr_ratio(store: "str | Path | Store", label: str = "language",
                families: Sequence[Sequence[str]] = PAPER_FAMILIES, label_sql: str | None = None,
                where: str | None = None, split: str = DEFAULT_SPLIT, sets: str | None = None,
-               all_neurons: bool = False, progress: bool = False) -> CorrRatioResult:
+               all_neurons: bool = False, progress: bool = False, scheduler: "SchedulerLike" = None) -> CorrRatioResult:
     """η², ANOVA F/p and Mann-Whitney p of every transfer neuron against a label (every neuron too with
     `all_neurons`); writes tn_corr_ratio (and group_stats).
 
@@ -63,7 +64,9 @@ def corr_ratio(store: "str | Path | Store", label: str = "language",
     where, split: the sentences (tnstore.store.selection; where None = plain captures).
     sets: a SQL predicate over transfer_neurons picking the sets (default all); a re-run for some sets replaces
     only their rows.
+    scheduler: run the streaming pass on a dask.distributed cluster (see `tnstore.stats.groups`).
     """
+    scheduler = check_scheduler(scheduler)
     store = open_store(store)
     grouping = grouping_for(label, label_sql)
     if label == "family":
@@ -78,7 +81,8 @@ def corr_ratio(store: "str | Path | Store", label: str = "language",
     tns = _with_label_ids(tns, lab)
     pairs = _unique_pairs(tns)
     binary = any(p is not None for p in lab.positive.values())
-    gs = compute_group_stats(store, sel, gather=pairs if binary and len(pairs) else None, progress=progress)
+    gs = compute_group_stats(store, sel, gather=pairs if binary and len(pairs) else None, progress=progress,
+                             scheduler=scheduler)
     neurons = None if all_neurons else pa.table({"layer": pairs[:, 0], "neuron": pairs[:, 1]})
     eta = eta2_table(store, gs, lab.label_map(), neurons)
     mwu = _mann_whitney(lab, sel, tns, pairs, gs)

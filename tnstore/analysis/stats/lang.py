@@ -11,6 +11,7 @@ from tnstore.analysis.stats.core import (
     DEFAULT_SPLIT, compute_group_stats, eta2_table, params, query, run_sql, select_sentences,
 )
 from tnstore.analysis.stats.labels import language_label
+from tnstore.compute.cluster import SchedulerLike, check_scheduler
 from tnstore.errors import ArgumentError
 from tnstore.store.frames import to_polars
 from tnstore.store.store import Store, open_store
@@ -49,14 +50,17 @@ def check_thresholds(thresholds: Sequence[float]) -> list[float]:
 
 
 def lang_neurons(store: "str | Path | Store", thresholds: Sequence[float] = PAPER_THRESHOLDS,
-                 where: str | None = None, split: str = DEFAULT_SPLIT, progress: bool = False) -> LangNeuronsResult:
+                 where: str | None = None, split: str = DEFAULT_SPLIT, progress: bool = False,
+                 scheduler: "SchedulerLike" = None) -> LangNeuronsResult:
     """App. H.3: η², F and p of every neuron for every selected language (vs the rest); writes lang_neurons and
-    counts the neurons above each threshold per layer."""
+    counts the neurons above each threshold per layer. scheduler: run the streaming pass on a dask.distributed
+    cluster (see `tnstore.stats.groups`)."""
     thresholds = check_thresholds(thresholds)
+    scheduler = check_scheduler(scheduler)
     store = open_store(store)
     sel = select_sentences(store, "lang", where, split)
     label = language_label(sel, sel.groups)
-    gs = compute_group_stats(store, sel, progress=progress)
+    gs = compute_group_stats(store, sel, progress=progress, scheduler=scheduler)
     eta = eta2_table(store, gs, label.label_map())
     table = pa.table({
         "stats_id": pa.array([gs.stats_id] * eta.num_rows, pa.string()),
