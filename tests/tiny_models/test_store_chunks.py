@@ -142,3 +142,43 @@ def test_every_chunk_is_checked_as_it_is_read(tmp_path):
     with pytest.raises(DamagedStoreError, match="not in its catalog"):
         partial.read(64, 128, 2)
     assert np.array_equal(reader.read(64, 128, 2), data[64:128, 2])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_direct_chunk_writes_are_zarrs_bytes(tmp_path, dtype):
+    """ZarrWriter.write_rows (capture's writer, no zarr pipeline) writes exactly the files zarr-python writes, for
+    every array shape a segment has, whole chunks and a padded edge chunk."""
+    from tnstore.store.durable import ZarrWriter
+
+    rng = np.random.default_rng(4)
+    via_zarr, direct = ZarrWriter(tmp_path / "a.zarr"), ZarrWriter(tmp_path / "b.zarr")
+    for name, shape in {"hidden": (5, 8), "final_raw": (8,), "mlp_act": (4, 12), "mlp_out_scale": (4,)}.items():
+        chunks = (16,) + tuple(1 if i < len(shape) - 1 else s for i, s in enumerate(shape))
+        for writer in (via_zarr, direct):
+            writer.create_array(name, shape=(40,) + shape, chunks=chunks, dtype=dtype, compressors=[compressor()],
+                                fill_value=0)
+        values = rng.standard_normal((40,) + shape).astype(dtype)
+        for start, stop in ((0, 16), (16, 32), (32, 40)):
+            via_zarr[name][start:stop] = values[start:stop]
+            direct.write_rows(name, start, values[start:stop])
+    files = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())  # noqa: E731
+    assert files(via_zarr.path) == files(direct.path) and len(files(direct.path)) == 38
+    for name in files(direct.path):
+        assert (via_zarr.path / name).read_bytes() == (direct.path / name).read_bytes(), name
+    assert via_zarr.records.keys() == direct.records.keys()
+
+
+def test_to_storage_checks_and_casts_like_numpy():
+    from tnstore.capture.runner import to_storage
+    from tnstore.errors import ArgumentError, TnstoreError
+
+    values = (np.random.default_rng(5).standard_normal((64, 3, 40)) * 3000).astype(np.float32)
+    assert np.array_equal(to_storage(values, "float16", "x"), values.astype(np.float16))
+    assert to_storage(values, "float32", "x") is values
+    for bad in (np.inf, -np.inf, np.nan):
+        broken = values.copy()
+        broken[5, 1, 7] = bad
+        with pytest.raises(TnstoreError, match="inf/nan in x"):
+            to_storage(broken, "float16", "x")
+    with pytest.raises(ArgumentError, match="reaches 70000"):
+        to_storage(np.full((2, 2), -70000.0, np.float32), "float16", "x")
