@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Science check of issue 12 (method §5, Fig. 5/18/30/31, App. I) on gemma-3-270m with the Tatoeba test splits.
-# Usage: notes/deact_science.sh STORE [LIMIT]   (from the repo root; the tnstore of .venv)
+# Usage: bench/science/deactivation.sh STORE [LIMIT]   (from the repo root; the tnstore of .venv)
 set -euo pipefail
 S=${1:?store path}; N=${2:-300}
 T=${TATOEBA:-../shared/data/tatoeba}

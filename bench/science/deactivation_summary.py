@@ -1,6 +1,6 @@
-"""Tables of the issue-12 science check from a store filled by notes/deact_science.sh, as markdown.
+"""Tables of the issue-12 science check from a store filled by bench/science/deactivation.sh, as markdown.
 
-    .venv/bin/python notes/deact_science_summary.py STORE
+    .venv/bin/python bench/science/deactivation_summary.py STORE
 
 Per layer (hidden index) and L2: the parallel-pair similarity of hidden states and the mutual k-NN score (k=10)
 under none / the top-1000 Type-1 set / its layer-matched random baseline, the drops (none - condition) and their
