@@ -176,3 +176,28 @@ def test_cli_prints_the_counts_and_the_conditions_side_by_side(store_path, capsy
     assert "pairs: en-ja 10 parallel / 10 non-parallel" in out
     assert "measure" in out and "Δ tn" in out and "Δ rand" in out and "ja h par" in out
     assert "wrote 24 rows to latent_pair_similarity" in out  # 3 conditions x 2 layers x (h, act) x 2 kinds
+
+
+@pytest.mark.parametrize("where", [None, "source_line <= 8"])
+@pytest.mark.parametrize("name", sorted(ANALYSES))
+def test_figures_draw_every_condition_of_one_selection_in_one_figure(store_path, name, where):
+    # Each condition is stored with its own where_sql (the selection plus the condition's clause); the figure
+    # registry groups rows by the selection without that clause, so the conditions land side by side.
+    from tnstore.analysis.conditions import selection_of
+    from tnstore.figures import registry
+
+    run, options, _ = ANALYSES[name]
+    result = run(store_path, split="test", where=where, conditions=["none", *SETS], **options)
+    rows = result.table_arrow.to_pylist()
+    assert len({r["where_sql"] for r in rows}) == 3  # three predicates stored...
+    assert {selection_of(r["where_sql"], r["condition"]) for r in rows} == {where and f"({where})"}  # ...one selection
+    if where is None:  # the default selection without --conditions is the same selection
+        plain = run(store_path, split="test", **options).table_arrow.to_pylist()
+        assert {selection_of(r["where_sql"], r["condition"]) for r in plain} == {None}
+    store = latent.open_store(store_path)
+    kinds = [k for k in registry.figure_types() if k.tables == (result.table_name,)]
+    assert kinds
+    for kind in kinds:
+        groups = [g for g in kind.read(store) if g.data.height]
+        mine = [g for g in groups if set(g.data["analysis_id"].to_list()) & set(result.analysis_ids)]
+        assert len(mine) == 1 and set(mine[0].data["condition"].to_list()) == {"none", *SETS}

@@ -103,6 +103,21 @@ def test_f1_change_and_its_bars_follow_the_paper_rule(t):
     assert heights[:4] == pytest.approx([by_lang[lang] for lang in ("ja", "nl", "ko", "it")])
 
 
+def test_qa_change_keeps_a_panel_for_a_threshold_no_question_clears(t):
+    # A small model may get no question right (the README's tour on smollm2-135m): the figure still draws both
+    # panels, each saying so, and the bars of a threshold some questions clear.
+    qa = pl.from_arrow(t["eval_qa"])
+    low = qa.with_columns(pl.when(pl.col("f1") > 0.8).then(0.7).otherwise(pl.col("f1")).alias("f1"))
+    fig = evaluation.qa_change(low)
+    shown = panels(fig)
+    assert [ax.get_title() for ax in shown] == ["questions with plain F1 > 0.5", "questions with plain F1 > 0.8"]
+    assert shown[0].patches and not shown[1].patches
+    assert [x.get_text() for x in shown[1].texts] == ["no question has plain F1 > 0.8"]
+    none = qa.with_columns(pl.lit(0.0).alias("f1"))
+    assert [x.get_text() for ax in panels(evaluation.qa_change(none)) for x in ax.texts] == [
+        "no question has plain F1 > 0.5", "no question has plain F1 > 0.8"]
+
+
 def test_qa_without_plain_condition_is_a_clear_error(t):
     only = pl.from_arrow(t["eval_qa"]).filter(pl.col("condition") != "none")
     with pytest.raises(TnstoreError, match="no rows of condition none"):

@@ -77,6 +77,29 @@ def resolve(store: Store, conditions: Sequence[str], where: str | None, split: s
     return out
 
 
+def selection_of(where_sql: str | None, condition: str | None) -> str | None:
+    """The user's selection behind a stored `where_sql` of `condition`: the predicate `resolve` started from,
+    without the clause it added for the condition (None: the analysis's default selection). Rows of one
+    analysis under several conditions share it, which is how figures put the conditions side by side."""
+    if where_sql is None:
+        return None
+    text = where_sql.strip()
+    if condition and condition != PLAIN:
+        clause = f"(lang = '{ENGLISH}' AND ablation IS NULL OR lang <> '{ENGLISH}' AND ablation = {_quote(condition)}"
+        if text.startswith(clause):
+            return None
+        cut = text.find(f" AND {clause}")
+        if cut >= 0:
+            text = text[:cut]
+    elif text.endswith(f" AND {S.PLAIN}"):
+        text = text[: -len(f" AND {S.PLAIN}")]
+    elif text == S.PLAIN:
+        return None
+    if text in _BASES.values():  # the analysis's default without its ablation clause
+        return None
+    return text
+
+
 def derived(sel: S.Selection) -> str:
     """The condition a selection made without --conditions holds: `none` if it has only plain captures, else the
     names of the ablations among its rows, joined by '+' (sorted)."""

@@ -53,9 +53,20 @@ def row_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
 def _taps(lm: LoadedModel, last: dict[str, torch.Tensor], stash: dict[tuple[int, str], torch.Tensor]) -> Iterator[None]:
     """Install the adapter's taps; each keeps only the last-token row of every sentence, where it was computed."""
 
+    picks: dict[tuple[torch.device, int], torch.Tensor] = {}  # flat last-token positions per device, length
+
     def record(layer: int, name: str, value: torch.Tensor) -> None:
-        idx = last["index"].to(value.device)
-        stash[(layer, name)] = value[torch.arange(value.shape[0], device=value.device), idx]
+        if not value.is_contiguous():  # a view's rows cannot be flattened without copying all of it
+            index = last["index"].to(value.device)
+            stash[(layer, name)] = value[torch.arange(len(index), device=value.device), index]
+            return
+        # (B, T, w) -> (B, w): rows b*T + last[b] of the flattened positions (index_select is cheaper than
+        # advanced indexing, and this runs for every tap of every layer)
+        pick = picks.get((value.device, value.shape[1]))
+        if pick is None:
+            index = last["index"].to(value.device)
+            pick = picks[(value.device, value.shape[1])] = torch.arange(len(index), device=value.device) * value.shape[1] + index
+        stash[(layer, name)] = value.reshape(-1, value.shape[-1]).index_select(0, pick)
 
     layers = lm.adapter.layers(lm.model)
     handles = []
@@ -88,7 +99,8 @@ def forward_last_token(lm: LoadedModel, texts: list[str], ablation: Ablation | N
         out = lm.adapter.decoder(lm.model)(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )
-    stash.update({(i, "hidden"): h[torch.arange(len(texts), device=h.device), last["index"].to(h.device)]
+    rows = torch.arange(len(texts))
+    stash.update({(i, "hidden"): h[rows.to(h.device), last["index"].to(h.device)]
                   for i, h in enumerate(out.hidden_states)})
     host = to_host(stash, lm.device)
     hidden = torch.stack([host.pop((i, "hidden")) for i in range(len(out.hidden_states))], dim=1)
@@ -147,13 +159,16 @@ def capture_block(
 
     Returns arrays in the order of `texts`.
     """
-    order = np.argsort(-n_tokens, kind="stable")
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in PER_SENTENCE_ARRAYS}
+    order = np.argsort(-n_tokens, kind="stable")  # the identity for a runner's rows, already longest first
+    out: dict[str, np.ndarray] = {}
     for start in range(0, len(texts), batch_size):
         batch = order[start : start + batch_size]
         result = forward_last_token(lm, [texts[i] for i in batch], ablation)
-        for name in PER_SENTENCE_ARRAYS:
-            pieces[name].append(result[name])
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return {name: np.concatenate(parts)[inverse] for name, parts in pieces.items()}
+        # Each batch lands in its rows of the block at once: no list of pieces to concatenate and reorder (two
+        # more copies of a ~100 MB block).
+        rows = slice(start, start + len(batch)) if np.array_equal(batch, np.arange(start, start + len(batch))) else batch
+        for name, values in result.items():
+            if name not in out:
+                out[name] = np.empty((len(texts),) + values.shape[1:], dtype=values.dtype)
+            out[name][rows] = values
+    return out

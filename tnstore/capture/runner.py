@@ -27,6 +27,7 @@ the sorted rows alone.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import queue
 import sys
@@ -143,7 +144,6 @@ def _plan(store: Store, lm: LoadedModel, corpus: Corpus, settings: CaptureSettin
     if store.sql("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).scalar():
         row = store.sql("SELECT row_start, row_end FROM runs WHERE run_id = ?", [run_id]).to_pylist()[0]
         return CaptureSummary(run_id, row["row_start"], row["row_end"], 0.0, already_done=True)
-    _write_model_arrays(store, lm, settings.storage_dtype)
     journal = store.read_journal(run_id)
     if journal is None:
         row_start = max([store.n_rows()] + [j["row_end"] for j in store.pending_journals()])
@@ -221,6 +221,8 @@ def _capture_run(store: Store, lm: LoadedModel, corpus: Corpus, rows: list[dict]
     todo = [b for b in range(len(starts)) if b not in set(plan.done)]
     mine = ranks.mine(todo)
     writer = _BlockWriter(store, plan.run_id, segment, dtypes)
+    if journal is not None:  # rank 0: the model's arrays (once per store) are written while the first block runs
+        writer.put_model_arrays(lm, settings.storage_dtype)
     t0 = time.perf_counter()
     try:
         with _progress(n_rows, len(plan.done) * plan.block_rows, settings.progress and ranks.leader) as bar:
@@ -322,6 +324,9 @@ class _BlockWriter:
     def put_journal(self, entry: dict) -> None:
         self._put(("journal", entry))
 
+    def put_model_arrays(self, lm: LoadedModel, storage_dtype: str) -> None:
+        self._put(("model", lm, storage_dtype))
+
     def _put(self, job: tuple) -> None:
         while self.error is None and self._thread.is_alive():
             try:
@@ -347,6 +352,7 @@ class _BlockWriter:
             self._thread.join()
 
     def _work(self) -> None:
+        _yield_to_forward()
         while (job := self._jobs.get()) is not None:
             try:
                 if self.error is None:
@@ -361,6 +367,9 @@ class _BlockWriter:
         if job[0] == "journal":
             self.store.write_journal(self.run_id, job[1])
             return
+        if job[0] == "model":
+            _write_model_arrays(self.store, job[1], job[2])
+            return
         _, block, start, stop, arrays = job
         for name, values in arrays.items():
             self.segment.write_rows(name, start, to_storage(values, self.dtypes[name], name))
@@ -368,6 +377,17 @@ class _BlockWriter:
         written = self.segment.sync()
         with self._lock:
             self._finished[block] = {k: r.to_json() for k, r in written.items() if not k.endswith("zarr.json")}
+
+
+def _yield_to_forward() -> None:
+    """Lower this thread's scheduling priority (Linux: nice is per thread), so that where the forward keeps every
+    core busy — a CPU capture — the writer runs in the gaps between its batches instead of taking cores from it;
+    the one-job queue still bounds how far it may fall behind. Elsewhere (a GPU capture, whose host cores idle)
+    it changes nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the writer keeps the normal priority
+        pass
 
 
 def _check_same_model(store: Store, facts: dict) -> None:
@@ -390,9 +410,15 @@ def _run_id(corpus: Corpus, settings: CaptureSettings, fingerprint: str) -> str:
 
 
 def _write_model_arrays(store: Store, lm: LoadedModel, storage_dtype: str) -> None:
+    if store.has_model_arrays():
+        return
+    import torch
+
     layers = lm.adapter.layers(lm.model)
+    # Stacked and cast by torch, which converts to float16 with vector instructions (as to_storage does).
     arrays = {
-        "down_proj": np.stack([lm.adapter.value_vectors(layer).cpu().numpy() for layer in layers]),
+        "down_proj": torch.stack([lm.adapter.value_vectors(layer).detach().float().cpu() for layer in layers])
+                     .to(getattr(torch, storage_dtype)).numpy(),
         "mlp_out_gain": np.stack([lm.adapter.mlp_out_gain(layer).cpu().numpy() for layer in layers]),
     }
     store.write_model_arrays(arrays, {"down_proj": storage_dtype, "mlp_out_gain": "float32"})

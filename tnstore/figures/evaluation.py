@@ -118,12 +118,22 @@ def qa_change(table: Any, meta: Meta = Meta()) -> "Figure":
     import polars as pl
 
     change = f1_change(table)
-    thresholds = frames.values(change, "threshold")
-    conditions = style.condition_order(change["condition"].to_list())
+    # Every threshold gets its panel, also when no question clears it (a small model may answer none right):
+    # the panel says so instead of the figure failing or silently losing a panel.
+    thresholds = list(THRESHOLDS)
+    conditions = style.condition_order(paired_f1(table)["condition"].to_list())
     fig, axes = style.grid(1, len(thresholds), sharey=True, panel=(4.0, 2.8))
     for c, threshold in enumerate(thresholds):
         ax = axes[0][c]
         here = change.filter(pl.col("threshold") == threshold)
+        ax.set_title(f"questions with plain F1 > {threshold:g}")
+        if c == 0:
+            ax.set_ylabel("mean F1 change from none")
+        if here.height == 0:
+            ax.text(0.5, 0.5, f"no question has plain F1 > {threshold:g}", ha="center", va="center",
+                    transform=ax.transAxes, color="0.35")
+            ax.set_xticks([])
+            continue
         langs = style.lang_order(here["lang"].to_list())
         series = []
         for condition in conditions:
@@ -134,9 +144,6 @@ def qa_change(table: Any, meta: Meta = Meta()) -> "Figure":
         _grouped_bars(ax, [f"{lang}\n(n={counts.get(lang, 0)})" for lang in langs], series,
                       [style.series_color(i) for i in range(len(series))])
         ax.axhline(0, color="0.3", linewidth=0.8)
-        ax.set_title(f"questions with plain F1 > {threshold:g}")
-        if c == 0:
-            ax.set_ylabel("mean F1 change from none")
     style.suptitle(fig, "MKQA F1 change under deactivation (Tab. 3, 24–28)", meta, None, [PLAIN] + conditions,
                    extra=_settings(frames.frame(table)))
     style.legend(fig, axes[0], "deactivated")

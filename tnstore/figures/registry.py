@@ -123,8 +123,24 @@ def _groups(df: "pl.DataFrame", by: Sequence[str]) -> list[Group]:
     return out
 
 
-def _latent(table: str, by: Sequence[str] = ("split", "where_sql")) -> Callable[["Store"], list[Group]]:
-    return lambda store: _groups(_frame(store, table), by)
+def _latent(table: str, by: Sequence[str] = ("split", "selection")) -> Callable[["Store"], list[Group]]:
+    """One group per split and user selection, whatever the condition: conditions are drawn side by side."""
+    return lambda store: _groups(_with_selection(_frame(store, table)), by)
+
+
+def _with_selection(df: "pl.DataFrame") -> "pl.DataFrame":
+    """`df` with a `selection` column: its where_sql without the clause each condition added (None: default)."""
+    import polars as pl
+
+    from tnstore.analysis.conditions import selection_of
+
+    if "where_sql" not in df.columns:
+        return df
+    condition = df["condition"] if "condition" in df.columns else pl.Series([None] * df.height, dtype=pl.String)
+    pairs = {(w, c) for w, c in zip(df["where_sql"].to_list(), condition.to_list())}
+    of = {pair: selection_of(*pair) for pair in pairs}
+    return df.with_columns(pl.Series("selection", [of[(w, c)] for w, c in zip(df["where_sql"].to_list(),
+                                                                              condition.to_list())], dtype=pl.String))
 
 
 def _read_tn(store: "Store") -> list[Group]:
@@ -248,7 +264,7 @@ def _types() -> list[FigureType]:
         FigureType("pca", "PC1/PC2 scatter per layer, coloured by language", "Fig. 2, 16, 17, 28, 29", "latent",
                    ("latent_pca",), latent.pca, _latent("latent_pca"), layers="hidden"),
         FigureType("dims", "dimensions reaching 90/95/99% of Σσ² per layer and language", "Fig. 3, 13", "latent",
-                   ("latent_dims",), latent.dims, _latent("latent_dims", ("split", "where_sql", "centered")),
+                   ("latent_dims",), latent.dims, _latent("latent_dims", ("split", "selection", "centered")),
                    layers="hidden"),
         FigureType("centroids", "cosine of language centroids, a heatmap per layer", "Fig. 14, 15, 26, 27, 30, 31",
                    "latent", ("latent_centroid_cos",), latent.centroids, _latent("latent_centroid_cos"),

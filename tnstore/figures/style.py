@@ -11,6 +11,7 @@ import functools
 import hashlib
 import math
 import re
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
@@ -179,6 +180,9 @@ def context() -> Iterator[None]:
     from tnstore.figures import fonts
 
     family = fonts.register()
+    # The CJK fallback ships one weight; bold text (row titles) uses DejaVu's bold and, for CJK glyphs, the
+    # regular face. matplotlib says so once per process on the log, which a user cannot act on.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     rc = dict(RC)
     rc["font.family"] = ["DejaVu Sans", family]
     with matplotlib.rc_context(rc):

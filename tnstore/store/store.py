@@ -887,15 +887,19 @@ class Store:
             self._model_readers[name] = reader
         return self._model_readers[name]
 
+    def has_model_arrays(self) -> bool:
+        """Whether the per-model arrays are written (they appear whole or not at all)."""
+        return self.files.path("model/weights.zarr").exists()
+
     def write_model_arrays(self, arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> None:
         """Write the per-model arrays once: into a temp folder, their catalog, then the rename that makes them
         appear whole (a crash before it leaves no arrays, so the next capture writes them again)."""
         from tnstore.store.durable import ZarrWriter
 
         self._check_writable(arrays=True)
-        final = self.files.path("model/weights.zarr")
-        if final.exists():
+        if self.has_model_arrays():
             return
+        final = self.files.path("model/weights.zarr")
         self.files.makedirs("model")
         tmp = final.with_name(f".weights.zarr.tmp-{uuid.uuid4().hex}")
         writer = ZarrWriter(tmp, mode="w")
