@@ -193,7 +193,8 @@ def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int,
             "run_id": run_id, "command": "bench/bench_detect.py", "corpus": "synthetic", "corpus_sha256": "",
             "split": "train", "kind": "parallel", "limit_rows": None, "row_start": 0, "row_end": n_rows,
             "n_sentences": n_rows, "batch_size": 0, "device": "cpu", "compute_dtype": "float32",
-            "storage_dtype": "float16", "ablation": None, "ablation_scope": None, "seconds": 0.0,
+            "storage_dtype": "float16", "origin": "capture", "ablation": None, "ablation_scope": None,
+            "ablation_digest": None, "ablation_size": None, "seconds": 0.0,
             "started_at": now, "finished_at": now, "tnstore_version": "bench"}]))
     return path
 

@@ -132,7 +132,8 @@ def build_store(path: Path, n_pairs: int, n_layers: int, d_model: int, d_mlp: in
             "run_id": run_id, "command": "bench/bench_sharing.py", "corpus": "synthetic", "corpus_sha256": "",
             "split": "train", "kind": "parallel", "limit_rows": None, "row_start": 0, "row_end": n_rows,
             "n_sentences": n_rows, "batch_size": 0, "device": "cpu", "compute_dtype": "float32",
-            "storage_dtype": "float16", "ablation": None, "ablation_scope": None, "seconds": 0.0,
+            "storage_dtype": "float16", "origin": "capture", "ablation": None, "ablation_scope": None,
+            "ablation_digest": None, "ablation_size": None, "seconds": 0.0,
             "started_at": now, "finished_at": now, "tnstore_version": "bench"}]))
     return time.perf_counter() - t0
 

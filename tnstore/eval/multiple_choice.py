@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pyarrow as pa
 
@@ -15,23 +15,10 @@ from tnstore.eval.mmlu_prox import (LETTERS, METHODS, McItem, continuations, cot
                                    option_logliks, read_mc, shots_for, template_for)
 from tnstore.store.store import Store, open_store
 
-if TYPE_CHECKING:
-    import polars as pl
-
 
 @dataclass(frozen=True)
-class McResult:
-    eval_id: str
-    summary_arrow: pa.Table  # eval_mc_summary rows of this eval_id
-    generated: int
-    resumed: int
-    seconds: float
-
-    @property
-    def summary(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.summary_arrow)
+class McResult(runs.EvalResult):
+    """What one `mc` call did; `summary_arrow`: eval_mc_summary's rows of this eval_id."""
 
 
 def mc(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pyarrow as pa
 
@@ -17,9 +17,6 @@ from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.eval import runs
 from tnstore.eval.records import file_sha256, jsonl_records
 from tnstore.store.store import Store, open_store
-
-if TYPE_CHECKING:
-    import polars as pl
 
 
 @dataclass(frozen=True)
@@ -30,18 +27,9 @@ class Prompt:
 
 
 @dataclass(frozen=True)
-class GenerateResult:
-    eval_id: str
-    summary_arrow: pa.Table  # per condition and language: outputs, share in the expected language, mean statistics
-    generated: int
-    resumed: int
-    seconds: float
-
-    @property
-    def summary(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.summary_arrow)
+class GenerateResult(runs.EvalResult):
+    """What one `generate` call did; `summary_arrow`: per condition and language, the outputs, the share in the
+    expected language and mean statistics."""
 
 
 def read_prompts(path: str | Path, langs: Sequence[str], limit: int | None = None) -> dict[str, list[Prompt]]:

@@ -22,21 +22,8 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class QaResult:
-    """What one `qa` call did: `summary_arrow` is eval_qa_summary's rows of this eval_id; `generated` items were run
-    now, `resumed` were found stored from an earlier (interrupted) run of the same settings."""
-
-    eval_id: str
-    summary_arrow: pa.Table
-    generated: int
-    resumed: int
-    seconds: float
-
-    @property
-    def summary(self) -> "pl.DataFrame":
-        import polars as pl
-
-        return pl.from_arrow(self.summary_arrow)
+class QaResult(runs.EvalResult):
+    """What one `qa` call did; `summary_arrow`: eval_qa_summary's rows of this eval_id."""
 
 
 def qa(

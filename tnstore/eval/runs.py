@@ -6,13 +6,35 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
 
 import pyarrow as pa
 
 from tnstore.errors import ArgumentError, TnstoreError
 from tnstore.models.deactivation import NeuronSet
 from tnstore.store.store import Store
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one evaluation call did: `summary_arrow` holds its summary table's rows of this eval_id; `generated`
+    items were run now, `resumed` were found stored from an earlier (interrupted) run of the same settings."""
+
+    eval_id: str
+    summary_arrow: pa.Table
+    generated: int
+    resumed: int
+    seconds: float
+
+    @property
+    def summary(self) -> "pl.DataFrame":
+        import polars as pl
+
+        return pl.from_arrow(self.summary_arrow)
+
 
 NONE = "none"
 CHUNK = 32  # items per stored part: the unit an interrupted run restarts from
