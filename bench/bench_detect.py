@@ -33,6 +33,20 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+# --without-pandas: what an install without the optional pandas gets (pyarrow imports pandas, where it is installed,
+# on its first array: 0.2-0.3 s of a fresh process). Set here, so the spawned job processes inherit it.
+class _NoPandas:
+    """A meta-path finder that reports pandas as not installed (ModuleNotFoundError, as without it)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+if os.environ.get("TNSTORE_BENCH_NO_PANDAS") == "1":
+    sys.meta_path.insert(0, _NoPandas())
+
 import tnstore  # noqa: E402,F401  before numpy, as in the CLI: it sets the BLAS threads' environment
 
 import numpy as np  # noqa: E402
@@ -320,14 +334,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--synthetic-store", type=Path,
                         help="Reuse a store built by build_synthetic_store (its shapes override --layers/--d-*).")
     parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--without-pandas", action="store_true",
+                        help="Run the jobs as an install without the optional pandas would (pandas hidden).")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--workdir", type=Path, help="Where temporary stores go (default: a temp dir, removed).")
     args = parser.parse_args(argv)
+    if args.without_pandas:
+        os.environ["TNSTORE_BENCH_NO_PANDAS"] = "1"  # the job processes (spawned) hide pandas
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-detect-", dir=args.workdir))
     result: dict = {"bench": "detect", "at": datetime.now(timezone.utc).isoformat(), "command": " ".join(sys.argv),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                    "load_average_before": os.getloadavg()}
+                    "load_average_before": os.getloadavg(), "without_pandas": args.without_pandas}
     try:
         if not args.skip_smollm2:
             store = args.smollm2_store or capture_smollm2(workdir / "smollm2", args.pairs)

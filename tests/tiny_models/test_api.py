@@ -38,6 +38,19 @@ def test_sql_is_a_lazy_relation_with_frames_at_the_edge(store_path):
     assert s.connection is s.connection  # one connection, views made once
 
 
+def test_df_without_pandas_says_what_to_install(store_path, monkeypatch):
+    # pandas is an optional extra (pyarrow imports it on its first array wherever it is installed): without it,
+    # .df() names the extra and the alternatives, and the rest of the relation keeps working.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pandas" else real(name, *a))
+    rel = tnstore.open(store_path).sql("SELECT 1 AS x")
+    with pytest.raises(tnstore.TnstoreError, match=r"needs pandas.*tnstore\[pandas\].*\.pl\(\)"):
+        rel.df()
+    assert rel.pl()["x"].to_list() == [1]
+
+
 def test_sql_errors_are_sql_errors_at_build_and_at_run_time(store_path):
     s = tnstore.open(store_path)
     with pytest.raises(SqlError, match="nope"):

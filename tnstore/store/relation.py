@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tnstore.errors import SqlError
+from tnstore.errors import SqlError, TnstoreError
 from tnstore.store.frames import to_polars
 
 
@@ -63,7 +63,12 @@ class Relation:
         return to_polars(self.arrow())
 
     def df(self):
-        """The result as a pandas DataFrame."""
+        """The result as a pandas DataFrame (needs pandas: `pip install 'tnstore[pandas]'`)."""
+        import importlib.util
+
+        if importlib.util.find_spec("pandas") is None:
+            raise TnstoreError("Relation.df() needs pandas, which is not installed: pip install 'tnstore[pandas]' "
+                               "(or use .pl() or .arrow())")
         return guarded(self._rel.df)()
 
     def to_pylist(self) -> list[dict[str, Any]]:
