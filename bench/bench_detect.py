@@ -159,12 +159,14 @@ def llama_facts(n_layers: int, d_model: int, d_mlp: int, seed: int) -> dict:
 
 
 def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int, d_mlp: int, seed: int = 0,
-                          chunk_rows: int = 256) -> Path:
+                          chunk_rows: int = 256, every_array: bool = False,
+                          command: str = "bench/bench_detect.py") -> Path:
     """A store of n_pairs en rows then their n_pairs ja partners (the row order a parallel capture writes) with
     random float16 arrays.
 
     Written: hidden, resid_pre_mlp, mlp_act, mlp_out_scale (what detect reads) and the model arrays. mlp_out and
-    final_raw are created but left unwritten (they read as zeros); detect never reads them.
+    final_raw are created but left unwritten (they read as zeros; detect never reads them) unless `every_array`
+    (then every chunk exists and the store verifies: bench_sharing).
     """
     import pyarrow as pa
 
@@ -195,6 +197,10 @@ def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int,
             segment["mlp_act"][start:stop] = (rng.standard_normal((stop - start, n_layers, d_mlp), dtype=np.float32)
                                               * 0.1).astype(np.float16)
             segment["mlp_out_scale"][start:stop] = np.ones((stop - start, n_layers), np.float32)
+            if every_array:
+                for name in ("final_raw", "mlp_out"):
+                    segment[name][start:stop] = rng.standard_normal((stop - start,) + shapes[name],
+                                                                    dtype=np.float32).astype(np.float16)
         pair_ids = [f"synthetic:{k % n_pairs}" for k in range(n_rows)]
         now = datetime.now(timezone.utc)
         store.write_rows("sentences", pa.table({
@@ -204,7 +210,7 @@ def build_synthetic_store(path: Path, n_pairs: int, n_layers: int, d_model: int,
             "source": ["synthetic"] * n_rows, "source_line": np.arange(n_rows) % n_pairs + 1,
             "n_tokens": np.full(n_rows, 12, np.int32), "ablation": pa.nulls(n_rows, pa.string())}))
         store.write_rows("runs", pa.Table.from_pylist([{
-            "run_id": run_id, "command": "bench/bench_detect.py", "corpus": "synthetic", "corpus_sha256": "",
+            "run_id": run_id, "command": command, "corpus": "synthetic", "corpus_sha256": "",
             "split": "train", "kind": "parallel", "limit_rows": None, "row_start": 0, "row_end": n_rows,
             "n_sentences": n_rows, "batch_size": 0, "device": "cpu", "compute_dtype": "float32",
             "storage_dtype": "float16", "origin": "capture", "ablation": None, "ablation_scope": None,

@@ -87,54 +87,13 @@ def bench_checksums(repeats: int = 200) -> dict:
 # ------------------------------------------------------------------------------------------------ store
 def build_store(path: Path, n_pairs: int, n_layers: int, d_model: int, d_mlp: int, seed: int = 0,
                 chunk_rows: int = 256) -> float:
-    """en rows then their ja partners, random float16 in every per-sentence array, written through the Store
-    API as a capture writes them (adapted from bench_detect.build_synthetic_store, which leaves mlp_out and
-    final_raw unwritten: here every chunk exists, so the store verifies)."""
-    import pyarrow as pa
-
-    from bench.bench_detect import llama_facts
-    from tnstore.store.store import Store
+    """bench_detect's synthetic store (en rows then their ja partners, random float16, written through the Store
+    API) with every per-sentence array written, so that every chunk exists and the store verifies. Seconds."""
+    from bench.bench_detect import build_synthetic_store
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    store = Store.create(path, llama_facts(n_layers, d_model, d_mlp, seed))
-    n_rows = 2 * n_pairs
-    with store.writing("bench: synthetic store"):
-        values = np.empty((n_layers, d_mlp, d_model), dtype=np.float16)
-        for layer in range(n_layers):
-            values[layer] = rng.standard_normal((d_mlp, d_model), dtype=np.float32) * 0.02
-        store.write_model_arrays({"down_proj": values, "mlp_out_gain": np.ones((n_layers, d_model), np.float32)},
-                                 {"down_proj": "float16", "mlp_out_gain": "float32"})
-        del values
-        shapes = {"hidden": (n_layers + 1, d_model), "final_raw": (d_model,), "resid_pre_mlp": (n_layers, d_model),
-                  "mlp_act": (n_layers, d_mlp), "mlp_out": (n_layers, d_model), "mlp_out_scale": (n_layers,)}
-        dtypes = {name: "float16" for name in shapes} | {"mlp_out_scale": "float32"}
-        run_id = f"synthetic{seed}"
-        segment = store.create_segment(run_id, n_rows, shapes, dtypes, chunk_rows)
-        for start in range(0, n_rows, chunk_rows):
-            stop = min(start + chunk_rows, n_rows)
-            for name, shape in shapes.items():
-                if name == "mlp_out_scale":
-                    segment[name][start:stop] = np.ones((stop - start, n_layers), np.float32)
-                    continue
-                scale = 0.1 if name == "mlp_act" else 1.0
-                segment[name][start:stop] = (rng.standard_normal((stop - start,) + shape, dtype=np.float32)
-                                             * scale).astype(np.float16)
-        now = datetime.now(timezone.utc)
-        store.write_rows("sentences", pa.table({
-            "row": np.arange(n_rows, dtype=np.int64), "run_id": [run_id] * n_rows,
-            "lang": ["en"] * n_pairs + ["ja"] * n_pairs, "text": [f"synthetic sentence {k}" for k in range(n_rows)],
-            "pair_id": [f"synthetic:{k % n_pairs}" for k in range(n_rows)], "split": ["train"] * n_rows,
-            "kind": ["parallel"] * n_rows, "source": ["synthetic"] * n_rows,
-            "source_line": np.arange(n_rows) % n_pairs + 1, "n_tokens": np.full(n_rows, 12, np.int32),
-            "ablation": pa.nulls(n_rows, pa.string())}))
-        store.write_rows("runs", pa.Table.from_pylist([{
-            "run_id": run_id, "command": "bench/bench_sharing.py", "corpus": "synthetic", "corpus_sha256": "",
-            "split": "train", "kind": "parallel", "limit_rows": None, "row_start": 0, "row_end": n_rows,
-            "n_sentences": n_rows, "batch_size": 0, "device": "cpu", "compute_dtype": "float32",
-            "storage_dtype": "float16", "origin": "capture", "ablation": None, "ablation_scope": None,
-            "ablation_digest": None, "ablation_size": None, "seconds": 0.0,
-            "started_at": now, "finished_at": now, "tnstore_version": "bench"}]))
+    build_synthetic_store(path, n_pairs, n_layers, d_model, d_mlp, seed, chunk_rows, every_array=True,
+                          command="bench/bench_sharing.py")
     return time.perf_counter() - t0
 
 
