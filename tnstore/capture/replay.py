@@ -160,11 +160,10 @@ def replay(
                             "replay in a local copy of the store")
     # Checked here, not earlier: these import torch, which a replay that reuses everything never needs.
     from tnstore.capture.runner import check_storage_dtype
-    from tnstore.models.registry import check_model_spec
+    from tnstore.models.registry import load_store_model
 
     check_storage_dtype(storage_dtype)
-    check_model_spec(spec, device, dtype)
-    lm = _load(spec, device, dtype, facts)
+    lm = load_store_model(facts, spec, device, dtype)
     for neuron_set, group_split, group_kind, fresh, reused in todo:
         runs.append(_run(store, lm, neuron_set, positions, group_split, group_kind, source, fresh, reused,
                          dict(limit=limit, batch_size=batch_size, chunk_rows=chunk_rows, storage_dtype=storage_dtype,
@@ -254,17 +253,6 @@ def _groups(source: dict[str, np.ndarray]) -> list[tuple[tuple[str, str], np.nda
 
 def _count(langs: np.ndarray) -> dict[str, int]:
     return {lang: int(n) for lang, n in zip(*np.unique(langs.astype(str), return_counts=True))} if len(langs) else {}
-
-
-def _load(spec: str, device: str, dtype: str, facts: dict) -> "LoadedModel":
-    from tnstore.models.registry import load_model
-
-    lm = load_model(spec, device=device, dtype=dtype)
-    if lm.fingerprint() != facts["fingerprint"]:
-        raise ArgumentError("model", f"{{arg}} {spec}: its weights ({lm.fingerprint()}) are not the store's model "
-                                     f"{facts['model_spec']} ({facts['fingerprint']}); leave {{arg}} out to use the "
-                                     "store's own")
-    return lm
 
 
 def _run(store: Store, lm: "LoadedModel", neuron_set: "NeuronSet", positions: str, split: str, kind: str,

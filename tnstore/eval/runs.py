@@ -73,17 +73,9 @@ def load_conditions(store: Store, names: Sequence[str]) -> list[Condition]:
 
 def resolve_model(store: Store, model: str | None, device: str, dtype: str):
     """Load the store's model, or `model` if it has the same weights (checked by fingerprint)."""
-    from tnstore.models.registry import check_model_spec, load_model
+    from tnstore.models.registry import load_store_model
 
-    facts = store.model_facts
-    spec = model or facts["model_spec"]
-    check_model_spec(spec, device, dtype)
-    lm = load_model(spec, device=device, dtype=dtype)
-    if lm.fingerprint() != facts["fingerprint"]:
-        raise ArgumentError("model", f"{{arg}} {spec}: its weights ({lm.fingerprint()}) are not the store's model "
-                                     f"{facts['model_spec']} ({facts['fingerprint']}); name the same weights or "
-                                     "leave {arg} out")
-    return lm
+    return load_store_model(store.model_facts, model, device, dtype)
 
 
 def eval_id(task: str, settings: dict[str, Any]) -> str:

@@ -157,6 +157,19 @@ def check_model_spec(spec: str, device: str, dtype: str) -> None:
     _hf_folder_for(spec, convert=False)
 
 
+def load_store_model(facts: dict, spec: str | None, device: str, dtype: str) -> LoadedModel:
+    """The model of a store (its manifest's `facts`), or `spec` when it names the same weights elsewhere (checked
+    by fingerprint): every runner that adds to a store's measurements (replay, eval) runs that store's model."""
+    spec = spec or facts["model_spec"]
+    check_model_spec(spec, device, dtype)
+    lm = load_model(spec, device=device, dtype=dtype)
+    if lm.fingerprint() != facts["fingerprint"]:
+        raise ArgumentError("model", f"{{arg}} {spec}: its weights ({lm.fingerprint()}) are not the store's model "
+                                     f"{facts['model_spec']} ({facts['fingerprint']}); name the same weights or "
+                                     "leave {arg} out to use the store's own")
+    return lm
+
+
 def _hf_folder_for(spec: str, convert: bool = True) -> tuple[str, str]:
     """(folder or hub id to pass to from_pretrained, source description)."""
     if spec in BUILTIN_GGUF:
